@@ -1,0 +1,1 @@
+"""Array-level statistics: GLM, permutation inference, NBS, harmonization, effect sizes."""
