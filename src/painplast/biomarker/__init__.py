@@ -1,0 +1,1 @@
+"""Individual-level biomarkers: feature tables, pipelines, validation and safe model files."""
