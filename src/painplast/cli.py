@@ -1,0 +1,242 @@
+"""The ``painplast`` command line.
+
+Subcommands: ``simulate``, ``run`` (BIDS-Apps style), ``predict``, ``report``, ``demo``. Every
+error the user can cause is one line on stderr and exit status 2, never a traceback.
+"""
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from . import __version__
+from .config import MODULES, Config
+from .errors import InputError, NotAvailableError, PainplastError
+
+
+def _modules(text: str | None) -> tuple[str, ...]:
+    if not text:
+        return MODULES
+    names = tuple(m.strip() for m in text.split(",") if m.strip())
+    bad = [m for m in names if m not in MODULES]
+    if bad:
+        raise InputError(f"unknown module(s) {', '.join(bad)} in --modules",
+                         fix=f"use a comma-separated subset of {','.join(MODULES)}")
+    return names
+
+
+def _setup_logging(out_dir: Path | None, verbose: bool) -> None:
+    handlers: list[logging.Handler] = []
+    if out_dir is not None:
+        logs = out_dir / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        fh = logging.FileHandler(logs / f"painplast-{time.strftime('%Y%m%d-%H%M%S')}.log")
+        fh.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handlers.append(fh)
+    sh = logging.StreamHandler(sys.stderr)
+    sh.setLevel(logging.INFO if verbose else logging.WARNING)
+    sh.setFormatter(logging.Formatter("painplast: %(levelname)s: %(message)s"))
+    handlers.append(sh)
+    logging.basicConfig(level=logging.INFO, handlers=handlers, force=True)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="painplast")
+def cli() -> None:
+    """painplast: pain-induced neuroplasticity in MRI, per participant and as biomarkers."""
+
+
+@cli.command()
+@click.argument("out_dir", type=click.Path(path_type=Path))
+@click.option("--participants", "n_participants", type=int, default=40, show_default=True, help="Number of participants.")
+@click.option("--sites", "n_sites", type=int, default=2, show_default=True, help="Number of sites (scanners).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Random seed (same seed, same bytes).")
+@click.option("--resolution", type=int, default=4, show_default=True, help="Voxel size in mm (2-6).")
+@click.option("--effect-scale", type=float, default=1.0, show_default=True, help="Multiply every planted effect.")
+@click.option("--null", is_flag=True, help="Plant no group, clinical or responder effect.")
+@click.option("--site-confound", type=float, default=0.0, show_default=True, help="0 = patients balanced across sites; 1 = confounded.")
+@click.option("--n-jobs", type=int, default=2, show_default=True, help="Participants simulated in parallel.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def simulate(out_dir, n_participants, n_sites, seed, resolution, effect_scale, null, site_confound, n_jobs, quiet):
+    """Write a synthetic BIDS cohort with planted, recorded effects to OUT_DIR."""
+    from .simulate import SimulationParameters, simulate as _simulate
+    params = SimulationParameters(n_participants=n_participants, n_sites=n_sites, seed=seed,
+                                  resolution=resolution, effect_scale=effect_scale, null=null,
+                                  site_confound=site_confound)
+    _simulate(out_dir, params, n_jobs=n_jobs, progress=not quiet)
+    click.echo(str(out_dir))
+
+
+def _config(config_file, modules, n_permutations, signatures, seed) -> Config:
+    overrides = {}
+    if modules is not None:
+        overrides["modules"] = _modules(modules)
+    if n_permutations is not None:
+        overrides["n_permutations"] = n_permutations
+    if signatures:
+        overrides["signatures"] = tuple(str(s) for s in signatures)
+    if seed is not None:
+        overrides["random_state"] = seed
+    if config_file is not None:
+        return Config.from_file(config_file, **overrides)
+    return Config(**overrides)
+
+
+@cli.command()
+@click.argument("bids_dir", type=click.Path(path_type=Path))
+@click.argument("output_dir", type=click.Path(path_type=Path))
+@click.argument("analysis_level", type=click.Choice(["participant", "group"]))
+@click.option("--participant-label", multiple=True, help="Participants to process (with or without 'sub-'); repeatable.")
+@click.option("--modules", default=None, help=f"Comma-separated subset of {','.join(MODULES)} (default: all).")
+@click.option("--atlas", default=None, help="Connectivity atlas: pain, power, dosenbach, seitzman, or a label image.")
+@click.option("--signature", "signatures", multiple=True, type=click.Path(path_type=Path), help="Pattern weight map (NIfTI) for signature responses; repeatable.")
+@click.option("--n-jobs", type=int, default=1, show_default=True, help="Worker processes (joblib).")
+@click.option("--scheduler", default=None, help="dask.distributed scheduler address (tcp://HOST:PORT).")
+@click.option("--dask-workers", type=int, default=None, help="Start a local dask cluster with N workers.")
+@click.option("--biomarker", "biomarkers", multiple=True, help="Build a biomarker for diagnosis, treatment or a participants column (group level); repeatable.")
+@click.option("--n-permutations", type=int, default=None, help="Permutations for voxel-wise and network inference.")
+@click.option("--seed", type=int, default=None, help="Random seed of the run.")
+@click.option("--config", "config_file", type=click.Path(path_type=Path), default=None, help="JSON file of Config fields.")
+@click.option("--derivatives", "derivatives", multiple=True, type=click.Path(path_type=Path), help="Derivatives folders to read (default: all under BIDS_DIR/derivatives).")
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+@click.option("-v", "--verbose", is_flag=True, help="Log progress to stderr.")
+def run(bids_dir, output_dir, analysis_level, participant_label, modules, atlas, signatures, n_jobs,
+        scheduler, dask_workers, biomarkers, n_permutations, seed, config_file, derivatives, quiet, verbose):
+    """Run painplast on BIDS_DIR, writing derivatives to OUTPUT_DIR (BIDS-Apps convention)."""
+    from .cohort import Cohort
+    from . import engine
+    config = _config(config_file, modules, n_permutations, signatures, seed)
+    if atlas:
+        opts = {k: dict(v) for k, v in config.options.items()}
+        opts.setdefault("connectivity", {})["atlas"] = atlas
+        config = config.replace(options=opts)
+    cohort = Cohort.from_bids(bids_dir, derivatives=list(derivatives) or None,
+                              participant_label=list(participant_label) or None, space=config.space)
+    _check_output_dir(bids_dir, output_dir)
+    _setup_logging(output_dir, verbose)
+    if analysis_level == "participant":
+        summary = engine.run_participant_level(cohort, config, output_dir, n_jobs=n_jobs,
+                                               progress=not quiet, scheduler=scheduler,
+                                               dask_workers=dask_workers)
+        click.echo(f"participant level: {len(summary.done)} done, {len(summary.skipped_existing)} "
+                   f"already done, {len(summary.failed)} skipped ({summary.seconds:.1f} s)")
+    else:
+        engine.run_group_level(cohort, config, output_dir, progress=not quiet)
+        for target in biomarkers:
+            _biomarker(cohort, config, output_dir, target)
+        _maybe_report(output_dir)
+        click.echo(str(output_dir))
+
+
+def _check_output_dir(bids_dir: Path, output_dir: Path) -> None:
+    b, o = Path(bids_dir).resolve(), Path(output_dir).resolve()
+    if o == b:
+        raise InputError("the output folder is the input dataset", path=output_dir,
+                         fix="write derivatives to a new folder, e.g. BIDS_DIR/derivatives/painplast")
+    if o.exists() and any(o.iterdir()) and not (o / "dataset_description.json").exists():
+        raise InputError("output folder is not empty and is not a painplast derivatives folder",
+                         path=output_dir, fix="give a new or empty folder (painplast never overwrites other data)")
+
+
+def _biomarker(cohort, config, output_dir, target):
+    try:
+        from .biomarker import run_biomarker_cli
+    except ImportError:
+        raise NotAvailableError("the biomarker engine is not available yet") from None
+    run_biomarker_cli(cohort, config, output_dir, target)
+
+
+def _maybe_report(output_dir) -> Path | None:
+    try:
+        from .report import write_report
+    except ImportError:
+        return None
+    return write_report(output_dir)
+
+
+@cli.command()
+@click.argument("model", type=click.Path(path_type=Path))
+@click.argument("bids_dir", type=click.Path(path_type=Path))
+@click.argument("out", type=click.Path(path_type=Path))
+def predict(model, bids_dir, out):
+    """Apply a saved MODEL to the participants of BIDS_DIR; write OUT/predictions.tsv."""
+    try:
+        from .biomarker import predict_cli
+    except ImportError:
+        raise NotAvailableError("painplast predict is not available yet") from None
+    predict_cli(model, bids_dir, out)
+
+
+@cli.command()
+@click.argument("output_dir", type=click.Path(path_type=Path))
+def report(output_dir):
+    """Rebuild OUTPUT_DIR/report.html from the results in OUTPUT_DIR."""
+    try:
+        from .report import write_report
+    except ImportError:
+        raise NotAvailableError("painplast report is not available yet") from None
+    click.echo(str(write_report(output_dir)))
+
+
+@cli.command()
+@click.argument("out", type=click.Path(path_type=Path), default=Path("demo_output"))
+@click.option("--n-jobs", type=int, default=2, show_default=True)
+@click.option("--quiet", is_flag=True)
+def demo(out, n_jobs, quiet):
+    """Simulate the demo cohort, run every module, the biomarker and the report."""
+    from .simulate import SimulationParameters, simulate as _simulate
+    from .cohort import Cohort
+    from . import engine
+    out = Path(out)
+    bids = out / "bids"
+    results = out / "derivatives"
+    if not (bids / "participants.tsv").exists():
+        _simulate(bids, SimulationParameters(), n_jobs=n_jobs, progress=not quiet)
+    cohort = Cohort.from_bids(bids)
+    signature = bids / "derivatives" / "simulation" / "signature-simpain_weights.nii.gz"
+    config = Config(signatures=(str(signature),) if signature.exists() else (), n_permutations=500)
+    _setup_logging(results, False)
+    engine.run_participant_level(cohort, config, results, n_jobs=n_jobs, progress=not quiet)
+    engine.run_group_level(cohort, config, results, progress=not quiet)
+    for target in ("diagnosis", "treatment"):
+        try:
+            _biomarker(cohort, config, results, target)
+        except NotAvailableError:
+            break
+    path = _maybe_report(results)
+    click.echo(str(path if path is not None else results))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: run the CLI, turning user errors into one line and exit status 2."""
+    try:
+        cli.main(args=argv, prog_name="painplast", standalone_mode=False)
+    except click.exceptions.Exit as exit_:
+        return exit_.exit_code
+    except click.exceptions.Abort:
+        click.echo("painplast: aborted", err=True)
+        return 130
+    except click.ClickException as error:  # usage errors: bad option, missing argument
+        click.echo(f"painplast: error: {' '.join(error.format_message().split())}", err=True)
+        return 2
+    except (InputError, NotAvailableError) as error:
+        click.echo(f"painplast: error: {' '.join(str(error).split())}", err=True)
+        return 2
+    except PainplastError as error:
+        click.echo(f"painplast: error: {' '.join(str(error).split())}", err=True)
+        return 2
+    except KeyboardInterrupt:
+        click.echo("painplast: interrupted", err=True)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
+
+
+def _entry() -> None:  # console-script wrapper
+    sys.exit(main())

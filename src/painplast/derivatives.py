@@ -1,0 +1,253 @@
+"""painplast's BIDS-derivatives output: names, atomic writes, provenance sidecars.
+
+Layout of ``OUTPUT_DIR`` (see ``docs/architecture.md``)::
+
+    dataset_description.json
+    sub-<label>/sub-<label>_desc-<module>_features.tsv      one row of scalar features
+    sub-<label>/sub-<label>_desc-<module>_features.json     provenance; written last = "done"
+    sub-<label>/sub-<label>_space-<space>_desc-<module><Name>_statmap.nii.gz
+    sub-<label>/sub-<label>_desc-<module><Name>_array.npy
+    group/<module>_findings.tsv, <module>_clusters.tsv, <module>_<table>.tsv,
+    group/<module>_<map>.nii.gz, <module>_<figure>.png, <module>_notes.json
+    logs/
+
+Every file is written to a temporary name in its folder and renamed into place, so a killed run
+leaves either the old file or the new one, never half of one. A participant's module output
+counts as done when its sidecar exists and records the same parameter hash.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Any, Iterable
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+
+from . import __version__
+from .results import GroupResult, SubjectResult
+
+SPACE = "MNI152NLin2009cAsym"
+
+
+def _camel(name: str) -> str:
+    parts = re.split(r"[^0-9A-Za-z]+", name)
+    return "".join(p[:1].upper() + p[1:] for p in parts if p)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file and an atomic rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def write_json(path: Path, data: Any) -> None:
+    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True, default=_json_default) + "\n")
+
+
+def _json_default(obj):
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, (np.floating,)):
+        return None if not np.isfinite(obj) else float(obj)
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    return str(obj)
+
+
+def write_tsv(path: Path, frame: pd.DataFrame, index: bool = False) -> None:
+    atomic_write_text(path, frame.to_csv(sep="\t", index=index, na_rep="n/a", lineterminator="\n",
+                                         float_format="%.10g"))
+
+
+def write_nifti(path: Path, img) -> None:
+    import gzip
+    img = nib.Nifti1Image(np.asanyarray(img.dataobj), img.affine, img.header)
+    data = img.to_bytes()
+    if str(path).endswith(".gz"):
+        data = gzip.compress(data, compresslevel=6, mtime=0)
+    atomic_write_bytes(path, data)
+
+
+def write_npy(path: Path, array: np.ndarray) -> None:
+    import io
+    buf = io.BytesIO()
+    np.save(buf, np.asarray(array), allow_pickle=False)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def file_checksum(path: Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(chunk), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class Derivatives:
+    """The painplast derivatives folder ``root``.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> d = Derivatives(tempfile.mkdtemp())
+    >>> d.features_path("sub-01", "structure").name
+    'sub-01_desc-structure_features.tsv'
+    """
+
+    def __init__(self, root: str | os.PathLike):
+        self.root = Path(root)
+
+    # ---------------------------------------------------------------- names
+    def subject_dir(self, participant_id: str) -> Path:
+        return self.root / participant_id
+
+    def features_path(self, participant_id: str, module: str) -> Path:
+        return self.subject_dir(participant_id) / f"{participant_id}_desc-{module}_features.tsv"
+
+    def sidecar_path(self, participant_id: str, module: str) -> Path:
+        return self.features_path(participant_id, module).with_suffix(".json")
+
+    def map_path(self, participant_id: str, module: str, name: str) -> Path:
+        return self.subject_dir(participant_id) / f"{participant_id}_space-{SPACE}_desc-{module}{_camel(name)}_statmap.nii.gz"
+
+    def array_path(self, participant_id: str, module: str, name: str) -> Path:
+        return self.subject_dir(participant_id) / f"{participant_id}_desc-{module}{_camel(name)}_array.npy"
+
+    @property
+    def group_dir(self) -> Path:
+        return self.root / "group"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.root / "logs"
+
+    # ---------------------------------------------------------------- dataset
+    def initialise(self, source: str | os.PathLike, config_dict: dict) -> None:
+        """Create the folder and its dataset_description.json (idempotent)."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        desc = self.root / "dataset_description.json"
+        if not desc.exists():
+            write_json(desc, {
+                "Name": "painplast derivatives", "BIDSVersion": "1.8.0", "DatasetType": "derivative",
+                "GeneratedBy": [{"Name": "painplast", "Version": __version__,
+                                 "CodeURL": "https://github.com/painplast/painplast"}],
+                "SourceDatasets": [{"URL": Path(source).resolve().as_uri()}],
+            })
+
+    # ---------------------------------------------------------------- subject results
+    def is_done(self, participant_id: str, module: str, parameter_hash: str) -> bool:
+        side = self.sidecar_path(participant_id, module)
+        if not side.exists():
+            return False
+        try:
+            meta = json.loads(side.read_text())
+        except ValueError:
+            return False
+        if meta.get("parameter_hash") != parameter_hash:
+            return False
+        return all((self.subject_dir(participant_id) / f).exists() for f in meta.get("files", []))
+
+    def write_subject(self, result: SubjectResult, parameters: dict, parameter_hash: str,
+                      inputs: Iterable[str | os.PathLike] = ()) -> None:
+        """Write one participant's module output; the sidecar goes last (the 'done' marker)."""
+        pid, module = result.participant_id, result.module
+        files = []
+        row = pd.DataFrame([{"participant_id": pid, **{k: float(v) for k, v in result.features.items()}}])
+        write_tsv(self.features_path(pid, module), row)
+        files.append(self.features_path(pid, module).name)
+        for name, img in result.maps.items():
+            path = self.map_path(pid, module, name)
+            write_nifti(path, img)
+            files.append(path.name)
+        for name, arr in result.arrays.items():
+            path = self.array_path(pid, module, name)
+            write_npy(path, arr)
+            files.append(path.name)
+        checksums = {}
+        for p in inputs:
+            p = Path(p)
+            if p.exists() and p.is_file():
+                checksums[str(p)] = file_checksum(p)
+        write_json(self.sidecar_path(pid, module), {
+            "painplast_version": __version__, "module": module, "participant_id": pid,
+            "parameters": parameters, "parameter_hash": parameter_hash,
+            "input_checksums": checksums, "files": files,
+            "maps": {name: self.map_path(pid, module, name).name for name in result.maps},
+            "arrays": {name: self.array_path(pid, module, name).name for name in result.arrays},
+            "info": dict(result.info),
+        })
+
+    def read_subject(self, participant_id: str, module: str) -> SubjectResult | None:
+        """Read back a participant's module output (maps are loaded lazily), or None."""
+        side = self.sidecar_path(participant_id, module)
+        if not side.exists():
+            return None
+        meta = json.loads(side.read_text())
+        table = pd.read_csv(self.features_path(participant_id, module), sep="\t", na_values="n/a",
+                            keep_default_na=False)
+        feats = {c: float(table[c].iloc[0]) for c in table.columns if c != "participant_id"}
+        sub = self.subject_dir(participant_id)
+        maps = {n: nib.load(sub / f) for n, f in meta.get("maps", {}).items()}
+        arrays = {n: np.load(sub / f, allow_pickle=False) for n, f in meta.get("arrays", {}).items()}
+        return SubjectResult(module, participant_id, feats, maps, arrays, meta.get("info", {}))
+
+    def write_failure(self, participant_id: str, module: str, reason: str) -> None:
+        write_json(self.logs_dir / "skipped" / f"{participant_id}_{module}.json",
+                   {"participant_id": participant_id, "module": module, "reason": reason})
+
+    def failures(self) -> pd.DataFrame:
+        rows = []
+        for p in sorted((self.logs_dir / "skipped").glob("*.json")):
+            try:
+                rows.append(json.loads(p.read_text()))
+            except ValueError:
+                continue
+        return pd.DataFrame(rows, columns=["participant_id", "module", "reason"])
+
+    # ---------------------------------------------------------------- group results
+    def write_group(self, result: GroupResult, parameters: dict) -> list[Path]:
+        g, m = self.group_dir, result.module
+        written = [g / f"{m}_findings.tsv"]
+        write_tsv(written[-1], result.findings)
+        if result.clusters is not None:
+            written.append(g / f"{m}_clusters.tsv")
+            write_tsv(written[-1], result.clusters)
+        for name, table in result.tables.items():
+            written.append(g / f"{m}_{name}.tsv")
+            write_tsv(written[-1], table)
+        for name, img in result.maps.items():
+            written.append(g / f"{m}_{name}.nii.gz")
+            write_nifti(written[-1], img)
+        for name, png in result.figures.items():
+            written.append(g / f"{m}_{name}.png")
+            atomic_write_bytes(written[-1], png)
+        written.append(g / f"{m}_notes.json")
+        write_json(written[-1], {"painplast_version": __version__, "module": m,
+                                 "parameters": parameters, "notes": list(result.notes),
+                                 "files": [p.name for p in written[:-1]]})
+        return written
