@@ -1,0 +1,228 @@
+"""Endogenous pain modulation: how much a modulating condition reduces the pain response.
+
+Subject stage (``modulation`` task, conditions ``pain_unmodulated`` and ``pain_modulated``; see
+:mod:`painplast.plasticity._firstlevel`):
+
+* ``<region>_index`` for :data:`painplast.atlas.PAIN_PROCESSING_REGIONS`: ROI-mean (unsmoothed)
+  beta of unmodulated minus modulated pain, % signal;
+* generalized psychophysiological interaction (gPPI, McLaren et al. 2012) of three seeds on
+  their targets, one model per seed: the seed's ROI-mean time series (confounds and drifts
+  regressed out, centred), both psychological regressors (the conditions, HRF-convolved), and
+  one interaction per condition: seed x (condition regressor scaled to a maximum of 1). The
+  feature is the target's interaction beta, modulated minus unmodulated:
+  ``pag_racc_ppi`` (PAG seed -> rACC), ``dlpfc_pag_ppi`` (DLPFC -> PAG), ``pag_rvm_ppi``
+  (PAG -> RVM, the descending pathway). The interaction is formed with the BOLD seed, not a
+  deconvolved neural estimate (a simplification that matches how the simulator plants it and
+  that is common for block-like designs);
+* voxel-wise maps (smoothed): ``modulation_beta``/``_t`` of unmodulated minus modulated.
+
+Group stage: findings for the a-priori features with contrasts patient-control,
+modulation_score and responder-nonresponder (:func:`painplast.contrasts.findings_table`), and
+a figure of each participant's modulation index against the behavioural modulation score.
+"""
+from __future__ import annotations
+
+import io
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from .. import atlas, contrasts
+from ..cohort import Cohort, Subject
+from ..config import Config
+from ..errors import InputError
+from ..results import GroupResult, SubjectResult
+from . import _firstlevel as fl
+
+NAME = "modulation"
+TASK = "modulation"
+UNMODULATED, MODULATED = "pain_unmodulated", "pain_modulated"
+#: feature -> (seed region, target region)
+PPI = {"pag_racc_ppi": ("pag", "racc"), "dlpfc_pag_ppi": ("dlpfc", "pag"), "pag_rvm_ppi": ("pag", "rvm")}
+CONTRASTS = ("patient-control", "modulation_score", "responder-nonresponder")
+DEFAULTS = {
+    "unmodulated": UNMODULATED,
+    "modulated": MODULATED,
+    "confounds_strategy": fl.DEFAULT_CONFOUNDS,
+    "fd_threshold": 0.5,
+    "noise_model": "ar1",
+    "voxelwise": True,
+}
+
+
+def ppi_regressors(seed: np.ndarray, design: pd.DataFrame, conditions: Sequence[str],
+                   nuisance: Sequence[str] = ()) -> pd.DataFrame:
+    """Seed and seed x condition interaction regressors of a generalized PPI.
+
+    Parameters
+    ----------
+    seed : ndarray, shape (T,)
+        Seed ROI time series (% signal).
+    design : DataFrame, shape (T, p)
+        First-level design holding the HRF-convolved ``conditions`` and the ``nuisance`` columns.
+    conditions : sequence of str
+        Psychological regressors (design columns).
+    nuisance : sequence of str
+        Design columns regressed out of the seed first (confounds, drifts, constant).
+
+    Returns
+    -------
+    DataFrame, shape (T, 1 + len(conditions))
+        ``seed`` and ``ppi_<condition>`` = centred seed x (condition / max(condition)).
+
+    Examples
+    --------
+    >>> X = pd.DataFrame({"a": np.r_[np.zeros(5), np.ones(5)], "constant": 1.0})
+    >>> ppi_regressors(np.arange(10.0), X, ["a"], ["constant"]).columns.tolist()
+    ['seed', 'ppi_a']
+    """
+    y = np.asarray(seed, float)
+    if nuisance:
+        N = design[list(nuisance)].to_numpy(float)
+        y = y - N @ np.linalg.lstsq(N, y, rcond=None)[0]
+    y = y - y.mean()
+    out = {"seed": y}
+    for c in conditions:
+        psych = design[c].to_numpy(float)
+        out[f"ppi_{c}"] = y * psych / max(np.abs(psych).max(), 1e-12)
+    return pd.DataFrame(out, index=design.index)
+
+
+def subject(subject: Subject, config: Config) -> SubjectResult:
+    """Modulation-task first level of one participant: modulation indices and gPPI couplings.
+
+    Parameters
+    ----------
+    subject : Subject
+        Needs a ``modulation`` run with BOLD, confounds and events with both conditions.
+    config : Config
+        ``hrf_model``, ``high_pass``, ``smoothing_fwhm``, ``roi_radius_mm``, ``options["modulation"]``.
+
+    Returns
+    -------
+    SubjectResult
+        ``features``: ``modulation.<region>_index``, ``modulation.<region>_unmodulated``,
+        ``modulation.<region>_modulated`` and ``modulation.pag_racc_ppi``, ``dlpfc_pag_ppi``,
+        ``pag_rvm_ppi``; ``maps``: ``modulation_beta``, ``modulation_t``.
+
+    Examples
+    --------
+    >>> subject(cohort.subject("sub-001"), Config()).features["modulation.dacc_index"]   # doctest: +SKIP
+    0.52
+    """
+    opts = config.module(NAME, DEFAULTS)
+    run = subject.run(TASK)
+    if run is None or run.bold is None:
+        raise InputError(f"{subject.participant_id} has no preprocessed '{TASK}' run",
+                         fix="add the modulation task (BOLD, events, fMRIPrep outputs) or leave out modulation")
+    unmod, mod = opts["unmodulated"], opts["modulated"]
+    events = run.load_events()
+    kinds = events["trial_type"].astype(str) if "trial_type" in events else pd.Series(dtype=str)
+    for cond in (unmod, mod):
+        if (kinds == cond).sum() < 2:
+            raise InputError(f"the events have fewer than 2 '{cond}' trials", path=run.events,
+                             fix="name the conditions in options['modulation'] ('unmodulated', 'modulated')")
+    events = events[kinds.isin([unmod, mod])]
+    bold = fl.load_bold(run)
+    X = fl.design_matrix(run, events, config, n_volumes=bold.n_volumes, modulators=(),
+                         confounds_strategy=opts["confounds_strategy"], fd_threshold=opts["fd_threshold"])
+    regions = list(atlas.PAIN_PROCESSING_REGIONS)
+    ppi_regions = sorted({r for pair in PPI.values() for r in pair})
+    masks = fl.region_masks(list(dict.fromkeys(regions + ppi_regions)), bold, config.roi_radius_mm)
+    ts = fl.roi_timeseries(bold, masks)
+    B = fl.fit_timeseries(ts[regions], X, opts["noise_model"])
+    features: dict[str, float] = {}
+    for r in regions:
+        features[f"{NAME}.{r}_index"] = float(B.loc[unmod, r] - B.loc[mod, r])
+        features[f"{NAME}.{r}_unmodulated"] = float(B.loc[unmod, r])
+        features[f"{NAME}.{r}_modulated"] = float(B.loc[mod, r])
+    nuisance = [c for c in X.columns if c not in (unmod, mod)]
+    for name, (seed, target) in PPI.items():
+        extra = ppi_regressors(ts[seed].to_numpy(float), X, [unmod, mod], nuisance)
+        Xp = pd.concat([X, extra], axis=1)
+        Bp = fl.fit_timeseries(ts[[target]], Xp, opts["noise_model"])
+        features[f"{NAME}.{name}"] = float(Bp.loc[f"ppi_{mod}", target] - Bp.loc[f"ppi_{unmod}", target])
+    maps = {}
+    if opts["voxelwise"]:
+        maps = fl.fit_voxelwise(bold, X, {"modulation": f"{unmod} - {mod}"}, config.smoothing_fwhm,
+                                noise_model=opts["noise_model"])
+    info = {"n_trials": int(len(events)), "n_scrubbed": int(sum(c.startswith("spike_") for c in X.columns))}
+    return SubjectResult(NAME, subject.participant_id, features, maps, {}, info)
+
+
+def _figure(features: pd.DataFrame, parts: pd.DataFrame, columns: Sequence[str]) -> bytes:
+    import matplotlib
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    score = pd.to_numeric(parts["modulation_score"], errors="coerce")
+    groups = parts["group"].fillna("all") if "group" in parts else pd.Series("all", index=parts.index)
+    ncol = 4
+    nrow = int(np.ceil(len(columns) / ncol))
+    fig, axes = plt.subplots(nrow, ncol, figsize=(3.0 * ncol, 2.5 * nrow), squeeze=False)
+    for ax, col in zip(axes.ravel(), columns):
+        for g in sorted(groups.unique()):
+            sel = (groups == g).to_numpy()
+            ax.scatter(score[sel], features[col][sel], s=10, label=g)
+        y = features[col].to_numpy(float)
+        ok = np.isfinite(y) & np.isfinite(score.to_numpy(float))
+        if ok.sum() > 2:
+            r = np.corrcoef(score[ok], y[ok])[0, 1]
+            ax.set_title(f"{col.split('.', 1)[1]}  r={r:.2f}", fontsize=8)
+    for ax in axes.ravel()[len(columns):]:
+        ax.set_visible(False)
+    axes[0, 0].legend(fontsize=7)
+    fig.supxlabel("behavioural modulation score")
+    fig.supylabel("modulation index / PPI")
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90)
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def group(results: list[SubjectResult], cohort: Cohort, config: Config) -> GroupResult:
+    """Group statistics of modulation: findings for indices and PPIs, and the index-score figure.
+
+    Parameters
+    ----------
+    results : list of SubjectResult
+    cohort : Cohort
+    config : Config
+
+    Returns
+    -------
+    GroupResult
+        ``findings`` (a-priori features x patient-control, modulation_score,
+        responder-nonresponder), ``tables`` (``features``, ``excluded``), ``maps``
+        (``modulation_mean``: mean of the participants' modulation beta maps),
+        ``figures`` (``index_vs_score``).
+
+    Examples
+    --------
+    >>> res = group([subject(s, cfg) for s in cohort], cohort, cfg)   # doctest: +SKIP
+    """
+    excluded = [r for r in results if r.excluded]
+    results = [r for r in results if not r.excluded]
+    tables, notes, figures, maps = {}, [], {}, {}
+    if excluded:
+        tables["excluded"] = pd.DataFrame({"participant_id": [r.participant_id for r in excluded],
+                                           "reason": [r.excluded for r in excluded]})
+    features = pd.DataFrame({r.participant_id: dict(r.features) for r in results}).T.rename_axis("participant_id")
+    tested = [f"{NAME}.{r}_index" for r in atlas.PAIN_PROCESSING_REGIONS] + [f"{NAME}.{p}" for p in PPI]
+    tests = [(f, c) for f in tested for c in CONTRASTS]
+    findings = contrasts.findings_table(features, cohort.participants, tests, alpha=config.alpha)
+    missing = [c for c in CONTRASTS if contrasts.CONTRASTS[c].column not in cohort.participants]
+    if missing:
+        notes.append(f"contrasts not computed (column missing): {', '.join(missing)}")
+    tables["features"] = features.reset_index()
+    parts = cohort.participants.reindex(features.index)
+    if "modulation_score" in parts and len(features):
+        figures["index_vs_score"] = _figure(features, parts, [c for c in tested if c in features])
+    imgs = [r.maps.get("modulation_beta") for r in results]
+    if imgs and all(i is not None for i in imgs):
+        import nibabel as nib
+        mean = np.mean([np.asarray(i.dataobj, np.float32) for i in imgs], axis=0)
+        maps["modulation_mean"] = nib.Nifti1Image(mean, imgs[0].affine)
+    return GroupResult(NAME, findings, None, tables, maps, figures, tuple(notes))
