@@ -126,7 +126,7 @@ def run(bids_dir, output_dir, analysis_level, participant_label, modules, atlas,
     else:
         engine.run_group_level(cohort, config, output_dir, progress=not quiet)
         for target in biomarkers:
-            _biomarker(cohort, config, output_dir, target)
+            engine.run_biomarker(cohort, config, output_dir, target, runner=_biomarker)
         _maybe_report(output_dir)
         click.echo(str(output_dir))
 
@@ -203,7 +203,7 @@ def demo(out, n_jobs, quiet):
     engine.run_group_level(cohort, config, results, progress=not quiet)
     for target in ("diagnosis", "treatment"):
         try:
-            _biomarker(cohort, config, results, target)
+            engine.run_biomarker(cohort, config, results, target, runner=_biomarker)
         except NotAvailableError:
             break
     path = _maybe_report(results)

@@ -1,138 +1,396 @@
 """Running the module stages over participants and writing their outputs.
 
-``run_participant_level`` maps each module's ``subject`` stage over participants (serially or
-with joblib worker processes, one participant's images in memory per worker), writes each
-result atomically, and skips participant-module pairs whose outputs exist with the same
-parameter hash (so a rerun of a finished or killed job only does what is missing).
-``run_group_level`` reads the subject results back and runs each module's ``group`` stage.
+:func:`run_participant_level` maps each module's ``subject`` stage over participants, serially,
+with joblib worker processes (``n_jobs``) or on dask.distributed (``scheduler`` address, or
+``dask_workers`` for a local cluster). It streams: a task is one participant and one module,
+the worker reads that participant's images, writes the result atomically
+(:class:`~painplast.derivatives.Derivatives`) and returns only a short outcome, so one
+participant's images are in memory per worker whatever the cohort size.
+
+Resuming. A participant-module pair counts as done when its JSON sidecar (written last) records
+the same parameter hash and its files exist; a rerun skips it. A killed run (even SIGKILL)
+leaves at most stray temporary files (``.<name>.<random>.tmp``, never a half-written file under
+its real name), which the next run removes before it starts; the rerun then writes the same
+bytes an uninterrupted run writes. :func:`run_group_level` and :func:`run_biomarker` skip in the
+same way when neither their inputs (every participant's features and sidecars, participants.tsv)
+nor their parameters changed, so a rerun of a finished job only reads and checks.
+
+One run at a time writes to an output folder (a lock file under ``logs/``; the kernel releases
+it when a process dies). Every run logs to ``OUTPUT_DIR/logs/painplast-<time>.log``.
+
+Examples
+--------
+>>> from painplast.simulate import simulate, SimulationParameters   # doctest: +SKIP
+>>> from painplast.cohort import Cohort                              # doctest: +SKIP
+>>> cohort = Cohort.from_bids(simulate("cohort", SimulationParameters()))  # doctest: +SKIP
+>>> summary = run_participant_level(cohort, Config(), "out", n_jobs=2)     # doctest: +SKIP
+>>> groups = run_group_level(cohort, Config(), "out")                       # doctest: +SKIP
 """
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import json
 import logging
 import os
 import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable, Iterator
 
-from . import plasticity
+import nibabel as nib
+import pandas as pd
+
+from . import __version__, plasticity
 from .cohort import Cohort, Subject
 from .config import Config
-from .derivatives import Derivatives
+from .derivatives import Derivatives, write_json
 from .errors import InputError
 from .results import GroupResult, SubjectResult
 
+__all__ = ["Summary", "run_participant_level", "run_group_level", "run_biomarker",
+           "clean_temporaries", "process_one", "load_subject_results"]
+
 log = logging.getLogger("painplast")
+
+#: Environment of worker processes: one BLAS/OpenMP thread each (n workers on n cores).
+BLAS_ENV = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
+            "VECLIB_MAXIMUM_THREADS": "1", "NUMEXPR_NUM_THREADS": "1"}
 
 
 @dataclass
 class Summary:
-    """What a participant-level run did."""
+    """What a participant-level run did.
+
+    Attributes
+    ----------
+    done : list of (participant_id, module)
+        Stages computed by this run.
+    skipped_existing : list of (participant_id, module)
+        Stages whose outputs already existed with the same parameter hash.
+    failed : list of (participant_id, module, reason)
+        Stages that raised (missing input: the module's InputError; a bug: the exception,
+        with its traceback in the log). Also in ``logs/skipped/`` (``Derivatives.failures``).
+    seconds : float
+        Wall time of the run.
+    removed_temporaries : int
+        Stray temporary files of an earlier, killed run that this run removed.
+    """
 
     done: list[tuple[str, str]] = field(default_factory=list)
     skipped_existing: list[tuple[str, str]] = field(default_factory=list)
     failed: list[tuple[str, str, str]] = field(default_factory=list)
     seconds: float = 0.0
+    removed_temporaries: int = 0
 
+
+# --------------------------------------------------------------------------------------------
+# housekeeping: log file, lock, stray temporaries
+# --------------------------------------------------------------------------------------------
+
+def _pin_threads() -> None:
+    """One BLAS/OpenMP thread in this process (called in every worker before a stage)."""
+    for var, value in BLAS_ENV.items():
+        os.environ.setdefault(var, value)
+    try:
+        from threadpoolctl import threadpool_limits
+        threadpool_limits(1)
+    except Exception:  # pragma: no cover - threadpoolctl ships with scikit-learn; never fatal
+        pass
+
+
+@contextlib.contextmanager
+def _run_log(out_dir: Path) -> Iterator[Path | None]:
+    """Log INFO and above of the ``painplast`` logger to ``out_dir/logs/painplast-<time>.log``.
+
+    Does nothing when a file handler already writes into that folder (the CLI sets one up).
+    """
+    logs = (Path(out_dir) / "logs").resolve()
+    for logger in (logging.getLogger(), log):
+        for handler in logger.handlers:
+            name = getattr(handler, "baseFilename", None)
+            if name and Path(name).resolve().parent == logs:
+                yield Path(name)
+                return
+    logs.mkdir(parents=True, exist_ok=True)
+    path = logs / f"painplast-{time.strftime('%Y%m%d-%H%M%S')}.log"
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setLevel(logging.INFO)
+    old_level = log.level
+    if log.getEffectiveLevel() > logging.INFO:
+        log.setLevel(logging.INFO)
+    log.addHandler(handler)
+    try:
+        yield path
+    finally:
+        log.removeHandler(handler)
+        handler.close()
+        log.setLevel(old_level)
+
+
+@contextlib.contextmanager
+def _exclusive(out_dir: Path) -> Iterator[None]:
+    """Hold ``out_dir/logs/.lock``: one painplast run writes to a folder at a time."""
+    import fcntl
+    logs = Path(out_dir) / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    with open(logs / ".lock", "w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise InputError("another painplast run is writing to this output folder",
+                             path=out_dir, fix="wait for it to finish, or give another folder") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def clean_temporaries(out_dir: str | os.PathLike) -> list[Path]:
+    """Remove the temporary files a killed run left in ``out_dir``.
+
+    Atomic writes go to ``.<name>.<random>.tmp`` beside their target and are renamed into place;
+    a run killed between the two leaves such a file behind (never a partial file under a real
+    name). Call this only while holding the folder's lock (the engine does).
+
+    Parameters
+    ----------
+    out_dir : path
+        A painplast output folder.
+
+    Returns
+    -------
+    list of Path
+        The files removed.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> d = Path(tempfile.mkdtemp())
+    >>> _ = (d / ".features.tsv.abc123.tmp").write_text("half")
+    >>> [p.name for p in clean_temporaries(d)]
+    ['.features.tsv.abc123.tmp']
+    """
+    removed = []
+    root = Path(out_dir)
+    if not root.is_dir():
+        return removed
+    for folder, _dirs, files in os.walk(root):
+        for name in files:
+            if name.startswith(".") and name.endswith(".tmp"):
+                path = Path(folder) / name
+                try:
+                    path.unlink()
+                    removed.append(path)
+                except FileNotFoundError:
+                    pass
+    return removed
+
+
+# --------------------------------------------------------------------------------------------
+# participant level
+# --------------------------------------------------------------------------------------------
 
 def _subject_inputs(subject: Subject) -> list[str]:
     files = []
     for run in subject.runs:
-        for p in (run.bold, run.confounds, run.events, run.timeseries):
+        for p in (run.bold, run.mask, run.confounds, run.events, run.timeseries):
             if p is not None:
                 files.append(str(p))
-    if subject.gm is not None:
-        files.append(str(subject.gm))
-    return files
+    for p in (subject.gm, subject.anat_mask):
+        if p is not None:
+            files.append(str(p))
+    return sorted(dict.fromkeys(files))
 
 
-def _pin_threads() -> None:
-    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ.setdefault(var, "1")
-    try:
-        from threadpoolctl import threadpool_limits
-        threadpool_limits(1)
-    except Exception:  # pragma: no cover - threadpoolctl is a dependency, but never fatal
-        pass
+def process_one(stage: Callable[[Subject, Config], SubjectResult], subject: Subject, module: str,
+                config: Config, out_dir: str, checksums: bool = True) -> tuple[str, str, str | None, float]:
+    """Run one module's subject stage for one participant and write its outputs.
 
+    Runs in a worker process: the participant's images are read here and only the outcome
+    travels back.
 
-def process_one(subject: Subject, module: str, config: Config, out_dir: str,
-                checksums: bool = True) -> tuple[str, str, str | None]:
-    """Run one module's subject stage for one participant and write it. Returns an outcome."""
+    Parameters
+    ----------
+    stage : callable
+        The module's ``subject`` function (pickled by reference).
+    subject : Subject
+    module : str
+    config : Config
+    out_dir : str
+    checksums : bool
+        Record the SHA-256 of every input file in the sidecar.
+
+    Returns
+    -------
+    tuple
+        ``(participant_id, module, error, seconds)``; ``error`` is None on success, else the
+        reason (also written to ``logs/skipped/``).
+    """
     _pin_threads()
+    t0 = time.perf_counter()
     deriv = Derivatives(out_dir)
-    mod = plasticity.load(module)
+    pid = subject.participant_id
     try:
-        result: SubjectResult = mod.subject(subject, config)
+        result: SubjectResult = stage(subject, config)
+        if result.participant_id != pid or result.module != module:
+            raise ValueError(f"{module}.subject returned a result for "
+                             f"{result.module}/{result.participant_id}")
     except InputError as error:
-        deriv.write_failure(subject.participant_id, module, str(error))
-        return subject.participant_id, module, str(error)
-    params = {"config": config.to_dict()}
-    deriv.write_subject(result, params, config.parameter_hash(module),
+        reason = " ".join(str(error).split())
+        deriv.write_failure(pid, module, reason)
+        return pid, module, reason, time.perf_counter() - t0
+    except Exception as error:  # a bug in a module: record it, keep the other participants going
+        reason = f"internal error {type(error).__name__}: {' '.join(str(error).split())}"
+        deriv.write_failure(pid, module, reason)
+        return pid, module, reason + "\n" + traceback.format_exc(), time.perf_counter() - t0
+    deriv.write_subject(result, {"config": config.to_dict()}, config.parameter_hash(module),
                         _subject_inputs(subject) if checksums else ())
-    return subject.participant_id, module, None
+    stale = deriv.logs_dir / "skipped" / f"{pid}_{module}.json"
+    if stale.exists():  # it failed in an earlier run and works now
+        stale.unlink()
+    return pid, module, None, time.perf_counter() - t0
+
+
+def _stages(config: Config) -> dict[str, Callable]:
+    out = {}
+    for name in config.modules:
+        mod = plasticity.load(name)
+        if mod is None:
+            log.warning("module %s is not available in this version; not run", name)
+        else:
+            out[name] = mod.subject
+    return out
 
 
 def run_participant_level(cohort: Cohort, config: Config, out_dir: str | os.PathLike, *,
                           n_jobs: int = 1, progress: bool = True, scheduler: str | None = None,
                           dask_workers: int | None = None) -> Summary:
-    """Run every configured module's subject stage for every participant of ``cohort``."""
+    """Run every configured module's subject stage for every participant of ``cohort``.
+
+    Parameters
+    ----------
+    cohort : Cohort
+    config : Config
+        ``config.modules`` selects the modules; modules not installed are logged and left out.
+    out_dir : path
+        The painplast output folder (created if needed).
+    n_jobs : int
+        joblib worker processes (1: in this process). -1: one per core.
+    progress : bool
+        Progress bars over participants and over participant stages.
+    scheduler : str, optional
+        Address of a dask.distributed scheduler (``tcp://HOST:PORT``); the workers must see
+        ``out_dir`` and the input files at the same paths.
+    dask_workers : int, optional
+        Start a local dask cluster with this many single-threaded worker processes.
+
+    Returns
+    -------
+    Summary
+
+    Examples
+    --------
+    >>> summary = run_participant_level(cohort, Config(modules=("structure",)), "out")  # doctest: +SKIP
+    >>> len(summary.done) + len(summary.skipped_existing)                              # doctest: +SKIP
+    40
+    """
     t0 = time.perf_counter()
+    out_dir = Path(out_dir)
     deriv = Derivatives(out_dir)
     deriv.initialise(cohort.root, config.to_dict())
-    modules = [m for m in config.modules if plasticity.load(m) is not None]
     summary = Summary()
-    todo = []
-    for subject in cohort.subjects:
-        for module in modules:
-            if deriv.is_done(subject.participant_id, module, config.parameter_hash(module)):
-                summary.skipped_existing.append((subject.participant_id, module))
+    with _exclusive(out_dir), _run_log(out_dir) as log_path:
+        removed = clean_temporaries(out_dir)
+        summary.removed_temporaries = len(removed)
+        if removed:
+            log.info("removed %d temporary file(s) of an interrupted run", len(removed))
+        stages = _stages(config)
+        todo: list[tuple[Subject, str]] = []
+        remaining: dict[str, int] = {}
+        for subject in cohort.subjects:
+            for module in stages:
+                if deriv.is_done(subject.participant_id, module, config.parameter_hash(module)):
+                    summary.skipped_existing.append((subject.participant_id, module))
+                else:
+                    todo.append((subject, module))
+                    remaining[subject.participant_id] = remaining.get(subject.participant_id, 0) + 1
+        log.info("participant level: %d participants x %d modules (%s); %d stages to run, %d already "
+                 "done; log %s", len(cohort), len(stages), ", ".join(stages) or "none", len(todo),
+                 len(summary.skipped_existing), log_path)
+        from tqdm.auto import tqdm
+        n_sub = len(cohort.subjects)
+        bar_p = tqdm(total=n_sub, initial=n_sub - len(remaining), desc="participants",
+                     unit="participant", disable=not progress, position=0)
+        bar_s = tqdm(total=n_sub * len(stages), initial=len(summary.skipped_existing),
+                     desc="stages", unit="stage", disable=not progress, position=1, leave=False)
+
+        def record(outcome) -> None:
+            pid, module, error, seconds = outcome
+            if error is None:
+                summary.done.append((pid, module))
+                log.info("%s %s done (%.1f s)", pid, module, seconds)
             else:
-                todo.append((subject, module))
-    from tqdm.auto import tqdm
-    bar = tqdm(total=len(todo), desc="participant stages", unit="stage", disable=not progress)
-    outcomes = []
-    if scheduler or dask_workers:
-        outcomes = _run_dask(todo, config, str(out_dir), scheduler, dask_workers, bar)
-    elif n_jobs == 1 or len(todo) <= 1:
-        for subject, module in todo:
-            bar.set_postfix_str(f"{subject.participant_id} {module}")
-            outcomes.append(process_one(subject, module, config, str(out_dir)))
-            bar.update()
-    else:
-        from joblib import Parallel, delayed
-        gen = Parallel(n_jobs=n_jobs, return_as="generator_unordered")(
-            delayed(process_one)(s, m, config, str(out_dir)) for s, m in todo)
-        for outcome in gen:
-            outcomes.append(outcome)
-            bar.update()
-    bar.close()
-    for pid, module, error in outcomes:
-        if error is None:
-            summary.done.append((pid, module))
-        else:
-            summary.failed.append((pid, module, error))
-            log.warning("%s %s skipped: %s", pid, module, error)
-    summary.seconds = time.perf_counter() - t0
+                reason = error.split("\n", 1)[0]
+                summary.failed.append((pid, module, reason))
+                level = logging.ERROR if reason.startswith("internal error") else logging.WARNING
+                log.log(level, "%s %s skipped: %s", pid, module, error)
+            bar_s.update()
+            bar_s.set_postfix_str(f"{pid} {module}", refresh=False)
+            remaining[pid] -= 1
+            if remaining[pid] == 0:
+                bar_p.update()
+
+        tasks = [(stages[module], subject, module, config, str(out_dir)) for subject, module in todo]
+        try:
+            if scheduler or dask_workers:
+                _run_dask(tasks, scheduler, dask_workers, record)
+            elif n_jobs == 1 or len(tasks) <= 1:
+                for task in tasks:
+                    record(process_one(*task))
+            else:
+                from joblib import Parallel, delayed
+                for outcome in Parallel(n_jobs=n_jobs, return_as="generator_unordered")(
+                        delayed(process_one)(*task) for task in tasks):
+                    record(outcome)
+        finally:
+            bar_s.close()
+            bar_p.close()
+        summary.seconds = time.perf_counter() - t0
+        log.info("participant level: %d done, %d already done, %d skipped in %.1f s",
+                 len(summary.done), len(summary.skipped_existing), len(summary.failed),
+                 summary.seconds)
     return summary
 
 
-def _run_dask(todo, config, out_dir, scheduler, dask_workers, bar):
-    from dask.distributed import Client, LocalCluster, as_completed
+def _run_dask(tasks, scheduler, dask_workers, record) -> None:
+    """Run ``process_one`` tasks on dask.distributed; ``record`` each outcome as it arrives."""
+    try:
+        from dask.distributed import Client, LocalCluster, as_completed
+    except ImportError:
+        raise InputError("dask.distributed is not installed",
+                         fix="pip install 'painplast[dask]', or use --n-jobs") from None
     cluster = None
     if scheduler:
-        client = Client(scheduler)
+        try:
+            client = Client(scheduler, timeout="20s")
+        except OSError as error:
+            raise InputError(f"cannot reach the dask scheduler {scheduler} ({error})",
+                             fix="check the address (tcp://HOST:PORT) and that the scheduler runs") from None
     else:
+        if int(dask_workers) < 1:
+            raise InputError("--dask-workers must be at least 1", fix="give a positive number")
         cluster = LocalCluster(n_workers=int(dask_workers), threads_per_worker=1, processes=True,
-                               dashboard_address=None)
+                               dashboard_address=None, env=dict(BLAS_ENV), silence_logs=logging.ERROR)
         client = Client(cluster)
     try:
-        futures = [client.submit(process_one, s, m, config, out_dir, pure=False) for s, m in todo]
-        outcomes = []
-        for fut in as_completed(futures):
-            outcomes.append(fut.result())
-            bar.update()
-        return outcomes
+        client.run(_pin_threads)
+        futures = [client.submit(process_one, *task, pure=False) for task in tasks]
+        for future in as_completed(futures):
+            record(future.result())
+            future.release()
     finally:
         client.close()
         if cluster is not None:
@@ -140,6 +398,19 @@ def _run_dask(todo, config, out_dir, scheduler, dask_workers, bar):
 
 
 def load_subject_results(cohort: Cohort, module: str, out_dir: str | os.PathLike) -> list[SubjectResult]:
+    """Every participant's written result of ``module`` (maps loaded lazily), in cohort order.
+
+    Parameters
+    ----------
+    cohort : Cohort
+    module : str
+    out_dir : path
+
+    Returns
+    -------
+    list of SubjectResult
+        Participants without a (finished) result are left out.
+    """
     deriv = Derivatives(out_dir)
     results = []
     for subject in cohort.subjects:
@@ -149,26 +420,179 @@ def load_subject_results(cohort: Cohort, module: str, out_dir: str | os.PathLike
     return results
 
 
+# --------------------------------------------------------------------------------------------
+# group level and biomarker: skipped when inputs and parameters are unchanged
+# --------------------------------------------------------------------------------------------
+
+def _digest(*parts: bytes | str) -> str:
+    h = hashlib.sha256()
+    for part in parts:
+        h.update(part.encode() if isinstance(part, str) else part)
+        h.update(b"\0")
+    return h.hexdigest()[:16]
+
+
+def _participants_bytes(cohort: Cohort) -> bytes:
+    return cohort.participants.to_csv(sep="\t", lineterminator="\n").encode()
+
+
+def _module_inputs(deriv: Derivatives, cohort: Cohort, module: str) -> list[bytes]:
+    parts = []
+    for subject in cohort.subjects:
+        pid = subject.participant_id
+        for path in (deriv.sidecar_path(pid, module), deriv.features_path(pid, module)):
+            parts.append(path.read_bytes() if path.exists() else b"missing")
+    return parts
+
+
+def group_input_hash(cohort: Cohort, config: Config, module: str, out_dir: str | os.PathLike) -> str:
+    """Hash of everything a module's group stage reads (for skipping an unchanged rerun).
+
+    Parameters
+    ----------
+    cohort, config, module, out_dir
+        As for :func:`run_group_level`.
+
+    Returns
+    -------
+    str
+        16 hex digits over the painplast version, the module's parameter hash, participants.tsv
+        and every participant's features file and sidecar.
+    """
+    deriv = Derivatives(out_dir)
+    return _digest(__version__, module, config.parameter_hash(module), _participants_bytes(cohort),
+                   *_module_inputs(deriv, cohort, module))
+
+
+def _read_group(deriv: Derivatives, module: str, notes: dict) -> GroupResult:
+    g = deriv.group_dir
+    read = lambda p: pd.read_csv(p, sep="\t", na_values="n/a", keep_default_na=False)  # noqa: E731
+    findings = read(g / f"{module}_findings.tsv")
+    clusters, tables, maps, figures = None, {}, {}, {}
+    for name in notes.get("files", []):
+        path, stem = g / name, name[len(module) + 1:]
+        if name in (f"{module}_findings.tsv",):
+            continue
+        if name == f"{module}_clusters.tsv":
+            clusters = read(path)
+        elif name.endswith(".tsv"):
+            tables[stem[:-4]] = read(path)
+        elif name.endswith(".png"):
+            figures[stem[:-4]] = path.read_bytes()
+        elif name.endswith(".nii.gz"):
+            maps[stem[:-7]] = nib.load(path)
+    return GroupResult(module, findings, clusters, tables, maps, figures, tuple(notes.get("notes", ())))
+
+
+def _group_up_to_date(deriv: Derivatives, module: str, input_hash: str) -> dict | None:
+    path = deriv.group_dir / f"{module}_notes.json"
+    try:
+        notes = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if (notes.get("parameters") or {}).get("input_hash") != input_hash:
+        return None
+    if not all((deriv.group_dir / f).exists() for f in notes.get("files", [])):
+        return None
+    return notes
+
+
 def run_group_level(cohort: Cohort, config: Config, out_dir: str | os.PathLike, *,
-                    progress: bool = True) -> dict[str, GroupResult]:
-    """Run each configured module's group stage on the subject results found in ``out_dir``."""
+                    progress: bool = True, force: bool = False) -> dict[str, GroupResult]:
+    """Run each configured module's group stage on the subject results found in ``out_dir``.
+
+    A module whose group outputs were written from the same inputs and parameters (same
+    :func:`group_input_hash`) is read back instead of recomputed, unless ``force``.
+
+    Parameters
+    ----------
+    cohort : Cohort
+    config : Config
+    out_dir : path
+    progress : bool
+    force : bool
+        Recompute even when the outputs are up to date.
+
+    Returns
+    -------
+    dict of str to GroupResult
+        One entry per module that has participant results.
+    """
+    out_dir = Path(out_dir)
     deriv = Derivatives(out_dir)
     out = {}
     from tqdm.auto import tqdm
     modules = [m for m in config.modules if plasticity.load(m) is not None]
-    for module in tqdm(modules, desc="group stages", unit="module", disable=not progress):
-        results = load_subject_results(cohort, module, out_dir)
-        if not results:
-            log.warning("%s: no participant results; group stage skipped", module)
-            continue
-        mod = plasticity.load(module)
-        try:
-            group = mod.group(results, cohort, config)
-        except InputError:
-            raise
-        except Exception:  # a bug in one module must not hide the others' results
-            log.error("%s group stage failed:\n%s", module, traceback.format_exc())
-            raise
-        deriv.write_group(group, {"config": config.to_dict()})
-        out[module] = group
+    with _exclusive(out_dir), _run_log(out_dir):
+        clean_temporaries(out_dir)
+        for module in tqdm(modules, desc="group stages", unit="module", disable=not progress):
+            input_hash = group_input_hash(cohort, config, module, out_dir)
+            notes = None if force else _group_up_to_date(deriv, module, input_hash)
+            if notes is not None:
+                log.info("%s group stage up to date (inputs %s); not recomputed", module, input_hash)
+                out[module] = _read_group(deriv, module, notes)
+                continue
+            results = load_subject_results(cohort, module, out_dir)
+            if not results:
+                log.warning("%s: no participant results; group stage skipped", module)
+                continue
+            t0 = time.perf_counter()
+            try:
+                group = plasticity.load(module).group(results, cohort, config)
+            except InputError:
+                raise
+            except Exception:  # logged with its traceback, then raised: a bug must be seen
+                log.error("%s group stage failed:\n%s", module, traceback.format_exc())
+                raise
+            deriv.write_group(group, {"config": config.to_dict(), "input_hash": input_hash,
+                                      "n_participants": len(results)})
+            log.info("%s group stage done: %d participants, %d findings (%.1f s)", module,
+                     len(results), len(group.findings), time.perf_counter() - t0)
+            out[module] = group
     return out
+
+
+def run_biomarker(cohort: Cohort, config: Config, out_dir: str | os.PathLike, target: str,
+                  runner: Callable[[Cohort, Config, Path, str], object], *, force: bool = False) -> bool:
+    """Run ``runner`` (the biomarker engine) for ``target`` unless its outputs are up to date.
+
+    Parameters
+    ----------
+    cohort, config : Cohort, Config
+    out_dir : path
+    target : str
+        ``diagnosis``, ``treatment`` or a participants column.
+    runner : callable
+        ``runner(cohort, config, out_dir, target)`` writes ``group/biomarker_<target>.json``.
+    force : bool
+        Run even when up to date.
+
+    Returns
+    -------
+    bool
+        True if it ran, False if the outputs were up to date.
+    """
+    out_dir = Path(out_dir)
+    deriv = Derivatives(out_dir)
+    parts = [__version__, target, config.parameter_hash(), _participants_bytes(cohort)]
+    for module in config.modules:
+        parts += _module_inputs(deriv, cohort, module)
+    input_hash = _digest(*parts)
+    stamp = deriv.logs_dir / "stamps" / f"biomarker_{target}.json"
+    result_path = deriv.group_dir / f"biomarker_{target}.json"
+    if not force and result_path.exists() and stamp.exists():
+        try:
+            recorded = json.loads(stamp.read_text()).get("input_hash")
+            model = json.loads(result_path.read_text()).get("model")
+        except ValueError:
+            recorded, model = None, None
+        model_ok = not model or (out_dir / model).exists() or Path(model).exists()
+        if recorded == input_hash and model_ok:
+            log.info("biomarker %s up to date (inputs %s); not recomputed", target, input_hash)
+            return False
+    t0 = time.perf_counter()
+    with _run_log(out_dir):
+        runner(cohort, config, out_dir, target)
+        log.info("biomarker %s done (%.1f s)", target, time.perf_counter() - t0)
+    write_json(stamp, {"target": target, "input_hash": input_hash})
+    return True
