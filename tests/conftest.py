@@ -1,9 +1,9 @@
 """Shared fixtures: simulated cohorts, made once per parameter set and reused across workers."""
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
-import shutil
 from pathlib import Path
 
 import pytest
@@ -13,6 +13,7 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 os.environ.setdefault("MPLBACKEND", "Agg")
 
 CACHE = Path(os.environ.get("PAINPLAST_TEST_CACHE", Path(__file__).resolve().parents[1] / ".pytest_cache" / "painplast-sim"))
+SIMULATOR = Path(__file__).resolve().parents[1] / "src" / "painplast" / "simulate"
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
@@ -21,30 +22,34 @@ def simulated(**kwargs) -> Path:
     from painplast.simulate import SimulationParameters, simulate
 
     params = SimulationParameters(**kwargs)
-    key = hashlib.sha256(params.to_json().encode()).hexdigest()[:12]
+    # the key covers the parameters and the simulator's code, so a changed simulator re-simulates
+    code = b"".join(p.read_bytes() for p in sorted(SIMULATOR.glob("*.py")))
+    key = hashlib.sha256(params.to_json().encode() + code).hexdigest()[:12]
     out = CACHE / f"cohort-{key}"
-    if (out / "derivatives" / "simulation" / "ground_truth.json").exists():
+    done = out / "derivatives" / "simulation" / "ground_truth.json"
+    if done.exists():
         return out
     CACHE.mkdir(parents=True, exist_ok=True)
-    try:
-        simulate(out, params, n_jobs=1, progress=False)
-    except Exception:
-        # another worker may have finished the same cohort first
-        if (out / "derivatives" / "simulation" / "ground_truth.json").exists():
-            return out
-        raise
+    # one simulation per cohort even with several pytest-xdist workers: the others wait for it
+    with open(CACHE / f"cohort-{key}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            if not done.exists():
+                simulate(out, params, n_jobs=2, progress=False)
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
     return out
 
 
-#: The cohort most module tests share: 24 participants, 2 sites, effects at 3x default size.
-SMALL = dict(n_participants=24, n_sites=2, seed=11, resolution=4, effect_scale=3.0)
+#: The cohort most module tests share: 32 participants, 2 sites, effects at 2.5x default size.
+SMALL = dict(n_participants=32, n_sites=2, seed=11, resolution=4, effect_scale=2.5)
 #: Its null twin: no group, clinical or responder effect.
 SMALL_NULL = dict(SMALL, null=True, effect_scale=1.0)
 
 
 @pytest.fixture(scope="session")
 def small_cohort() -> Path:
-    """24 participants, 2 sites, 4 mm, effects x3 (see SMALL)."""
+    """32 participants, 2 sites, 4 mm, effects x2.5 (see SMALL)."""
     return simulated(**SMALL)
 
 

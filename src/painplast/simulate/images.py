@@ -291,9 +291,9 @@ def modulation_task(params, rng, lat: pd.Series, clin: pd.Series, n: int, noise_
 
 PAIN_ROI_LOADINGS = {
     # roi: {factor: loading}; the planted coupling factors are added per participant
-    "mpfc": {"DefaultMode": 0.6}, "pcc": {"DefaultMode": 0.6}, "angular_l": {"DefaultMode": 0.6},
+    "mpfc": {"DefaultMode": 0.5}, "pcc": {"DefaultMode": 0.6}, "angular_l": {"DefaultMode": 0.6},
     "angular_r": {"DefaultMode": 0.6}, "racc": {"DefaultMode": 0.3},
-    "nacc_l": {"Reward": 0.5}, "nacc_r": {"Reward": 0.5},
+    "nacc_l": {"Reward": 0.45}, "nacc_r": {"Reward": 0.45},
     "insula_anterior_l": {"Salience": 0.6}, "insula_anterior_r": {"Salience": 0.6},
     "insula_posterior_l": {"SomatomotorLateral": 0.5}, "insula_posterior_r": {"SomatomotorLateral": 0.5},
     "dacc": {"Salience": 0.6}, "s1_hand_l": {"SomatomotorDorsal": 0.6}, "s1_hand_r": {"SomatomotorDorsal": 0.6},

@@ -32,7 +32,7 @@ COUPLING_MEAN = 0.2        # mPFC-NAcc latent coupling (Fisher z)
 COUPLING_SD = 0.25
 DMN_INSULA_MEAN = 0.15     # loading of the insula on the default-mode fluctuation
 DMN_INSULA_SD = 0.25
-DMN_LOADING = 0.6
+DMN_LOADINGS = {"mpfc": 0.5, "pcc": 0.6, "angular_l": 0.6, "angular_r": 0.6}
 GM_REGION_SD = 0.05        # fraction of regional gray matter
 GM_GLOBAL_SD = 0.06
 GM_SCALE = 0.85            # template GM probability is scaled by this before deviations
@@ -155,7 +155,7 @@ def latents(params: SimulationParameters, clin: pd.DataFrame, rng: np.random.Gen
     # connectivity
     z = (rng.normal(0, 1, n) + sc(params.connectivity_mpfc_nacc) * burden * pat
          + sc(params.responder_mpfc_nacc) * resp_centered)
-    out["coupling_mpfc_nacc"] = np.clip(np.tanh(COUPLING_MEAN + COUPLING_SD * z), -0.6, 0.6)
+    out["coupling_mpfc_nacc"] = np.clip(np.tanh(COUPLING_MEAN + COUPLING_SD * z), -0.75, 0.75)
     z = rng.normal(0, 1, n) + sc(params.connectivity_dmn_insula) * burden * pat
     out["loading_dmn_insula"] = np.clip(DMN_INSULA_MEAN + DMN_INSULA_SD * z, -0.75, 0.75)
     # gray matter: fraction of the (scaled) template in each region
@@ -207,7 +207,8 @@ def truth_features(lat: pd.DataFrame) -> pd.DataFrame:
     va, vu = lat["hand_affected_width"] ** 3, lat["hand_unaffected_width"] ** 3
     f["reorganization.asymmetry"] = (vu - va) / (vu + va)
     f["connectivity.mpfc_nacc"] = np.arctanh(lat["coupling_mpfc_nacc"])
-    f["connectivity.dmn_insula"] = np.arctanh(DMN_LOADING * lat["loading_dmn_insula"])
+    w = lat["loading_dmn_insula"].to_numpy()
+    f["connectivity.dmn_insula"] = np.mean([np.arctanh(v * w) for v in DMN_LOADINGS.values()], axis=0)
     for r in GM_REGIONS:
         f[f"structure.gm_{r}"] = lat[f"gm_{r}"]
     f["structure.gm_total"] = lat["gm_global"]
