@@ -172,6 +172,20 @@ def test_shift_and_asymmetry_recover_the_planted_truth(small):
     asym, true_asym = feats["reorganization.asymmetry"], truth.loc[feats.index, "reorganization.asymmetry"]
     assert np.corrcoef(asym, true_asym)[0, 1] > 0.8
     assert np.abs(asym - true_asym).mean() < 0.15
+    # controls (affected_side n/a): the side is read from the maps; the right side is what makes
+    # their asymmetry follow its truth (a wrong side flips its sign)
+    sources = {r.participant_id: r.info["affected_side_source"] for r in results}
+    assert all(sources[p] == "data" for p in feats.index[~patient])
+    assert all(sources[p] == "participants.tsv" for p in feats.index[patient])
+    assert np.corrcoef(asym[~patient], true_asym[~patient])[0, 1] > 0.5
+
+
+def test_hash_side_for_controls(small_cohort):
+    control = next(s for s in Cohort.from_bids(small_cohort, validate=False) if s.info.get("group") == "control")
+    res = reorg.subject(control, Config(smoothing_fwhm=None,
+                                        options={"reorganization": {"maps": "s1", "unknown_side": "hash"}}))
+    assert res.info["affected_side_source"] == "pseudo-random"
+    assert res.info["affected_side"] == reorg._pseudo_random_side(control.participant_id)
 
 
 def test_group_finds_the_planted_effects(small):

@@ -10,9 +10,11 @@ Subject stage (``somatotopy`` task, conditions ``affected_hand`` and ``unaffecte
 * per hand, in the hemisphere contralateral to it (left hand -> right hemisphere, x > 0), inside a
   search sphere of ``search_radius_mm`` around the atlas S1 hand area (``s1_hand_l``/``_r``):
 
-  - the *peak*: the voxel of largest unsmoothed beta (MNI mm) and the t value there;
-  - the *cluster*: voxels above ``threshold_fraction`` x the peak beta, connected (26-neighbour)
-    to the peak; a relative threshold, so the extent does not depend on the amplitude;
+  - the *peak*: the voxel of largest t in the smoothed t map (unsmoothed when
+    ``config.smoothing_fwhm`` is None), MNI mm, and that t (``peak_t_*``);
+  - the *cluster*: grown from the largest unsmoothed beta within 8 mm of the peak, the voxels above
+    ``threshold_fraction`` x that beta, connected (26-neighbour) to it; a relative threshold, so
+    the extent does not depend on the amplitude;
   - the *centroid* (sub-voxel, MNI mm). ``localization="gaussian"`` (default): the centre of an
     isotropic 3-D Gaussian ``A exp(-|x - c|^2 / (2 w^2))`` fitted by bounded least squares to the
     unsmoothed betas within ``fit_radius_mm`` of the cluster's centroid; the extent is the volume
@@ -35,12 +37,21 @@ Subject stage (``somatotopy`` task, conditions ``affected_hand`` and ``unaffecte
   t above ``laterality_t`` in the contralateral and the ipsilateral search sphere (+1: entirely
   contralateral; NaN when neither side has such a voxel).
 
-The affected side comes from the participants' ``affected_side`` (``left``/``right``). Controls
-(and anyone whose side is n/a or ``bilateral``) get a fixed pseudo-random side derived from the
-participant ID: ``left`` if the first byte of ``sha256(participant_id)`` is even, else ``right``
-(``info["affected_side_source"] = "pseudo-random"``). ``shift_mm`` does not depend on that
-choice (mirroring is an isometry); ``asymmetry`` changes sign with it, so in controls it is a
-symmetric null distribution around 0, as it should be.
+The affected side comes from the participants' ``affected_side`` (``left``/``right``). Where it is
+n/a (controls) or ``bilateral``, ``unknown_side="data"`` (default) reads it from the maps: the side
+whose contralateral S1 holds the ``affected_condition`` map (and ipsilateral S1 the
+``unaffected_condition`` map) by a peak-t margin of at least ``min_peak_t``; without such evidence,
+and with ``unknown_side="hash"``, it is a fixed pseudo-random side derived from the participant
+ID: ``left`` if the first byte of ``sha256(participant_id)`` is even, else ``right``.
+``info["affected_side_source"]`` says which (``participants.tsv``, ``data``, ``pseudo-random``).
+The data are needed because the condition labels name a stimulated hand: a pseudo-random side
+that disagrees with the hand that was stimulated puts the search sphere over the wrong
+hemisphere, where that condition has no map. ``shift_mm`` does not depend on a consistent side
+choice (mirroring is an isometry); ``asymmetry`` changes sign with it. A patient whose listed side
+contradicts the maps gets ``info["side_warning"]``.
+
+``maps="s1"`` fits only the two S1 search spheres (plus a margin for the smoothing kernel): 5x
+faster, the same features, but the output maps are zero elsewhere.
 
 A participant whose map is not found (peak t below ``min_peak_t`` in a search sphere) is excluded
 (``info["excluded"]``); one without a somatotopy run raises :class:`~painplast.errors.InputError`.
