@@ -246,6 +246,9 @@ def process_one(stage: Callable[[Subject, Config], SubjectResult], subject: Subj
         reason = f"internal error {type(error).__name__}: {' '.join(str(error).split())}"
         deriv.write_failure(pid, module, reason)
         return pid, module, reason + "\n" + traceback.format_exc(), time.perf_counter() - t0
+    # the sidecar is the 'done' marker: remove an old one before any file is replaced, so that a
+    # kill during the writes can never leave an old sidecar beside new (or mixed) files
+    deriv.sidecar_path(pid, module).unlink(missing_ok=True)
     deriv.write_subject(result, {"config": config.to_dict()}, config.parameter_hash(module),
                         _subject_inputs(subject) if checksums else ())
     stale = deriv.logs_dir / "skipped" / f"{pid}_{module}.json"
@@ -397,7 +400,8 @@ def _run_dask(tasks, scheduler, dask_workers, record) -> None:
             cluster.close()
 
 
-def load_subject_results(cohort: Cohort, module: str, out_dir: str | os.PathLike) -> list[SubjectResult]:
+def load_subject_results(cohort: Cohort, module: str, out_dir: str | os.PathLike,
+                         parameter_hash: str | None = None) -> list[SubjectResult]:
     """Every participant's written result of ``module`` (maps loaded lazily), in cohort order.
 
     Parameters
@@ -405,6 +409,9 @@ def load_subject_results(cohort: Cohort, module: str, out_dir: str | os.PathLike
     cohort : Cohort
     module : str
     out_dir : path
+    parameter_hash : str, optional
+        Only results written with these parameters (``Config.parameter_hash(module)``); results
+        left from a run with other parameters (whose rerun failed) are ignored.
 
     Returns
     -------
@@ -414,6 +421,8 @@ def load_subject_results(cohort: Cohort, module: str, out_dir: str | os.PathLike
     deriv = Derivatives(out_dir)
     results = []
     for subject in cohort.subjects:
+        if parameter_hash is not None and not deriv.is_done(subject.participant_id, module, parameter_hash):
+            continue
         res = deriv.read_subject(subject.participant_id, module)
         if res is not None:
             results.append(res)
@@ -532,7 +541,7 @@ def run_group_level(cohort: Cohort, config: Config, out_dir: str | os.PathLike, 
                 log.info("%s group stage up to date (inputs %s); not recomputed", module, input_hash)
                 out[module] = _read_group(deriv, module, notes)
                 continue
-            results = load_subject_results(cohort, module, out_dir)
+            results = load_subject_results(cohort, module, out_dir, config.parameter_hash(module))
             if not results:
                 log.warning("%s: no participant results; group stage skipped", module)
                 continue
@@ -544,6 +553,7 @@ def run_group_level(cohort: Cohort, config: Config, out_dir: str | os.PathLike, 
             except Exception:  # logged with its traceback, then raised: a bug must be seen
                 log.error("%s group stage failed:\n%s", module, traceback.format_exc())
                 raise
+            (deriv.group_dir / f"{module}_notes.json").unlink(missing_ok=True)  # 'done' marker first
             deriv.write_group(group, {"config": config.to_dict(), "input_hash": input_hash,
                                       "n_participants": len(results)})
             log.info("%s group stage done: %d participants, %d findings (%.1f s)", module,
@@ -591,6 +601,7 @@ def run_biomarker(cohort: Cohort, config: Config, out_dir: str | os.PathLike, ta
             log.info("biomarker %s up to date (inputs %s); not recomputed", target, input_hash)
             return False
     t0 = time.perf_counter()
+    stamp.unlink(missing_ok=True)
     with _run_log(out_dir):
         runner(cohort, config, out_dir, target)
         log.info("biomarker %s done (%.1f s)", target, time.perf_counter() - t0)
