@@ -141,12 +141,23 @@ def _check_output_dir(bids_dir: Path, output_dir: Path) -> None:
                          path=output_dir, fix="give a new or empty folder (painplast never overwrites other data)")
 
 
-def _biomarker(cohort, config, output_dir, target):
+BIOMARKER_DEFAULTS = {"folds": 5, "inner_folds": 5, "repeats": 5, "n_permutations": 100,
+                      "n_bootstrap": 2000, "learning": True, "n_jobs": 1}
+
+
+def _biomarker(cohort, config, output_dir, target, **overrides):
+    """Build, validate and save the biomarker for ``target`` from the run's feature files."""
     try:
-        from .biomarker import run_biomarker_cli
-    except ImportError:
-        raise NotAvailableError("the biomarker engine is not available yet") from None
-    run_biomarker_cli(cohort, config, output_dir, target)
+        from .biomarker import run_biomarker
+        from .biomarker.features import from_derivatives
+    except ImportError:  # pragma: no cover - the biomarker package ships with painplast
+        raise NotAvailableError("the biomarker engine is not available") from None
+    options = {**BIOMARKER_DEFAULTS, **config.options.get("biomarker", {}), **overrides}
+    table = from_derivatives(output_dir).complete()
+    participants = cohort.participants.reset_index()
+    result, _ = run_biomarker(table, participants, target, random_state=config.random_state,
+                              out_dir=output_dir, overwrite=True, **options)
+    return result
 
 
 def _maybe_report(output_dir) -> Path | None:
@@ -162,12 +173,34 @@ def _maybe_report(output_dir) -> Path | None:
 @click.argument("bids_dir", type=click.Path(path_type=Path))
 @click.argument("out", type=click.Path(path_type=Path))
 def predict(model, bids_dir, out):
-    """Apply a saved MODEL to the participants of BIDS_DIR; write OUT/predictions.tsv."""
-    try:
-        from .biomarker import predict_cli
-    except ImportError:
-        raise NotAvailableError("painplast predict is not available yet") from None
-    predict_cli(model, bids_dir, out)
+    """Apply a saved MODEL to the participants of BIDS_DIR; write OUT/predictions.tsv.
+
+    painplast first computes the features the model needs for those participants (into
+    OUT/features, a painplast derivatives folder), then applies the model.
+    """
+    from . import engine
+    from .biomarker.features import from_derivatives
+    from .biomarker.model import predict as _predict
+    from .biomarker.store import load_model
+    from .cohort import Cohort
+    from .derivatives import write_tsv
+    loaded = load_model(model)
+    needed = sorted({name.split(".", 1)[0] for name in loaded.metadata.get("biomarker_input", {}).get("features", [])
+                     if name.split(".", 1)[0] in MODULES})
+    bids_dir, out = Path(bids_dir), Path(out)
+    if (bids_dir / "participants.tsv").exists():
+        cohort = Cohort.from_bids(bids_dir)
+        participants = cohort.participants.reset_index()
+        features_dir = out / "features"
+        engine.run_participant_level(cohort, Config(modules=tuple(needed) or MODULES), features_dir,
+                                     progress=False)
+    else:
+        raise InputError("has no participants.tsv", path=bids_dir,
+                         fix="give the BIDS dataset whose participants the model should score")
+    table = from_derivatives(features_dir)
+    predictions = _predict(model, table, participants)
+    write_tsv(out / "predictions.tsv", predictions)
+    click.echo(str(out / "predictions.tsv"))
 
 
 @cli.command()

@@ -184,7 +184,8 @@ class ComBatTransformer(TransformerMixin, BaseEstimator):
         check_is_fitted(self, "model_")
         names = _column_names(X)
         if hasattr(self, "feature_names_in_") and names is not None:
-            missing = [name for name in self.feature_names_in_ if name not in names]
+            present = set(names)
+            missing = [name for name in self.feature_names_in_ if name not in present]
             if missing:
                 raise InputError(f"{len(missing)} column(s) seen in training are missing, e.g. "
                                  f"{missing[0]!r}", fix="pass the same columns as in training")
