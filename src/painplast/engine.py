@@ -37,7 +37,7 @@ import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import nibabel as nib
 import pandas as pd
@@ -257,9 +257,10 @@ def process_one(stage: Callable[[Subject, Config], SubjectResult], subject: Subj
     return pid, module, None, time.perf_counter() - t0
 
 
-def _stages(config: Config) -> dict[str, Callable]:
+def _stages(modules: Iterable[str]) -> dict[str, Callable]:
+    """The ``subject`` stage of each installed module among ``modules`` (imported only here)."""
     out = {}
-    for name in config.modules:
+    for name in modules:
         mod = plasticity.load(name)
         if mod is None:
             log.warning("module %s is not available in this version; not run", name)
@@ -310,24 +311,29 @@ def run_participant_level(cohort: Cohort, config: Config, out_dir: str | os.Path
         summary.removed_temporaries = len(removed)
         if removed:
             log.info("removed %d temporary file(s) of an interrupted run", len(removed))
-        stages = _stages(config)
-        todo: list[tuple[Subject, str]] = []
-        remaining: dict[str, int] = {}
+        # what is done is decided from the sidecars alone; a module is imported (which can take
+        # seconds) only when it has work left, so the rerun of a finished job stays quick
+        pending: list[tuple[Subject, str]] = []
         for subject in cohort.subjects:
-            for module in stages:
+            for module in config.modules:
                 if deriv.is_done(subject.participant_id, module, config.parameter_hash(module)):
                     summary.skipped_existing.append((subject.participant_id, module))
                 else:
-                    todo.append((subject, module))
-                    remaining[subject.participant_id] = remaining.get(subject.participant_id, 0) + 1
-        log.info("participant level: %d participants x %d modules (%s); %d stages to run, %d already "
-                 "done; log %s", len(cohort), len(stages), ", ".join(stages) or "none", len(todo),
+                    pending.append((subject, module))
+        stages = _stages(dict.fromkeys(m for _, m in pending))
+        todo: list[tuple[Subject, str]] = [(s, m) for s, m in pending if m in stages]
+        remaining: dict[str, int] = {}
+        for subject, _ in todo:
+            remaining[subject.participant_id] = remaining.get(subject.participant_id, 0) + 1
+        n_modules = len({m for _, m in summary.skipped_existing} | set(stages))
+        log.info("participant level: %d participants x %d modules; %d stages to run (%s), %d already "
+                 "done; log %s", len(cohort), n_modules, len(todo), ", ".join(stages) or "none",
                  len(summary.skipped_existing), log_path)
         from tqdm.auto import tqdm
         n_sub = len(cohort.subjects)
         bar_p = tqdm(total=n_sub, initial=n_sub - len(remaining), desc="participants",
                      unit="participant", disable=not progress, position=0)
-        bar_s = tqdm(total=n_sub * len(stages), initial=len(summary.skipped_existing),
+        bar_s = tqdm(total=len(todo) + len(summary.skipped_existing), initial=len(summary.skipped_existing),
                      desc="stages", unit="stage", disable=not progress, position=1, leave=False)
 
         def record(outcome) -> None:
@@ -531,15 +537,18 @@ def run_group_level(cohort: Cohort, config: Config, out_dir: str | os.PathLike, 
     deriv = Derivatives(out_dir)
     out = {}
     from tqdm.auto import tqdm
-    modules = [m for m in config.modules if plasticity.load(m) is not None]
     with _exclusive(out_dir), _run_log(out_dir):
         clean_temporaries(out_dir)
-        for module in tqdm(modules, desc="group stages", unit="module", disable=not progress):
+        for module in tqdm(config.modules, desc="group stages", unit="module", disable=not progress):
             input_hash = group_input_hash(cohort, config, module, out_dir)
             notes = None if force else _group_up_to_date(deriv, module, input_hash)
             if notes is not None:
                 log.info("%s group stage up to date (inputs %s); not recomputed", module, input_hash)
                 out[module] = _read_group(deriv, module, notes)
+                continue
+            mod = plasticity.load(module)
+            if mod is None:
+                log.warning("module %s is not available in this version; group stage not run", module)
                 continue
             results = load_subject_results(cohort, module, out_dir, config.parameter_hash(module))
             if not results:
@@ -547,7 +556,7 @@ def run_group_level(cohort: Cohort, config: Config, out_dir: str | os.PathLike, 
                 continue
             t0 = time.perf_counter()
             try:
-                group = plasticity.load(module).group(results, cohort, config)
+                group = mod.group(results, cohort, config)
             except InputError:
                 raise
             except Exception:  # logged with its traceback, then raised: a bug must be seen
