@@ -21,6 +21,7 @@ Examples
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -40,6 +41,11 @@ from .parameters import TASKS, SimulationParameters
 from .truth import ground_truth
 
 __all__ = ["SimulationParameters", "simulate", "TASKS"]
+
+
+def _reference_side(participant_id: str) -> str:
+    """``left`` if the first byte of sha256(participant_id) is even, else ``right``."""
+    return "left" if hashlib.sha256(participant_id.encode()).digest()[0] % 2 == 0 else "right"
 
 
 def _participants(clin: pd.DataFrame, ids: list[str]) -> pd.DataFrame:
@@ -163,9 +169,13 @@ def _simulate_into(root: Path, params: SimulationParameters, n_jobs: int, progre
     clin_seq, lat_seq, subj_seq = seq.spawn(3)
     n = params.n_participants
     clin = clinical(params, n, np.random.default_rng(clin_seq), exact=True)
-    lat = latents(params, clin, np.random.default_rng(lat_seq), site_effects(params))
     width = max(3, len(str(n)))
     ids = [f"sub-{i + 1:0{width}d}" for i in range(n)]
+    # controls have no affected side (n/a in participants.tsv); their "affected_hand" condition
+    # is the hand given by the documented pseudo-random rule, so analyses can reproduce it
+    controls = ~clin["patient"].to_numpy()
+    clin.loc[controls, "affected_side"] = [_reference_side(ids[i]) for i in np.flatnonzero(controls)]
+    lat = latents(params, clin, np.random.default_rng(lat_seq), site_effects(params))
     participants = _participants(clin, ids)
     write_dataset_files(root, params, participants, images.make_grid(params.resolution).shape[2])
     sim = root / "derivatives" / "simulation"

@@ -284,8 +284,8 @@ def modulation_task(params, rng, lat: pd.Series, clin: pd.Series, n: int, noise_
     seed = ar1(rng, (n,), 0.6)
     seed = (seed - seed.mean()) / seed.std()
     psych = reg_m / max(reg_m.max(), 1e-9)
-    sig += np.outer(0.8 * seed, prof["pag"]).astype(np.float32)
-    sig += np.outer(0.8 * (0.2 + lat["ppi_pag_racc"] * psych) * seed, prof["racc"]).astype(np.float32)
+    sig += np.outer(1.6 * seed, prof["pag"]).astype(np.float32)
+    sig += np.outer(1.6 * (0.2 + lat["ppi_pag_racc"] * psych) * seed, prof["racc"]).astype(np.float32)
     return events, sig
 
 
