@@ -1,0 +1,90 @@
+"""Recovery of planted effects at default sizes, and false positives under --null.
+
+usage: python benchmarks/recovery.py [--participants 120] [--sites 3] [--seed 0] [--null]
+                                     [--modules ...] [--n-jobs 2] [--keep DIR]
+
+Simulates a cohort, runs painplast's participant and group levels, and joins the findings with
+the simulator's ground truth through ../shared/tools/check_recovery.py, module by module. Prints
+found/planted per module, false positives, and whether each planted size lies inside the
+reported 95% interval. The last line is one JSON object.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pandas as pd
+
+HERE = Path(__file__).resolve().parent
+CHECK = HERE.parents[1] / "shared" / "tools" / "check_recovery.py"
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--participants", type=int, default=120)
+    ap.add_argument("--sites", type=int, default=3)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--null", action="store_true")
+    ap.add_argument("--modules", default=None)
+    ap.add_argument("--n-jobs", type=int, default=2)
+    ap.add_argument("--n-permutations", type=int, default=1000)
+    ap.add_argument("--keep", type=Path, default=None, help="work folder to keep (reused if it exists)")
+    args = ap.parse_args(argv)
+
+    from painplast import engine, plasticity
+    from painplast.cohort import Cohort
+    from painplast.config import MODULES, Config
+    from painplast.simulate import SimulationParameters, simulate
+
+    work = args.keep or Path(tempfile.mkdtemp())
+    bids, out = work / "bids", work / "derivatives"
+    t0 = time.perf_counter()
+    if not (bids / "participants.tsv").exists():
+        simulate(bids, SimulationParameters(n_participants=args.participants, n_sites=args.sites,
+                                            seed=args.seed, null=args.null),
+                 n_jobs=args.n_jobs, progress=False)
+    t_sim = time.perf_counter() - t0
+    modules = tuple(args.modules.split(",")) if args.modules else tuple(m for m in MODULES if plasticity.load(m))
+    config = Config(modules=modules, n_permutations=args.n_permutations, random_state=args.seed)
+    cohort = Cohort.from_bids(bids)
+    engine.run_participant_level(cohort, config, out, n_jobs=args.n_jobs, progress=False)
+    engine.run_group_level(cohort, config, out, progress=False)
+    t_run = time.perf_counter() - t0 - t_sim
+
+    truth_path = bids / "derivatives" / "simulation" / "ground_truth.json"
+    truth = json.loads(truth_path.read_text())
+    summary = {"benchmark": "recovery", "participants": args.participants, "sites": args.sites,
+               "seed": args.seed, "null": args.null, "simulate_s": round(t_sim, 1), "run_s": round(t_run, 1),
+               "modules": {}}
+    for module in modules:
+        proc = subprocess.run([sys.executable, str(CHECK), str(truth_path), str(out), f"--modules={module}"],
+                              capture_output=True, text=True)
+        print(f"== {module}")
+        print(proc.stdout.rstrip())
+        last = json.loads(proc.stdout.strip().splitlines()[-1]) if proc.stdout.strip() else {}
+        covered = planted = 0
+        path = out / "group" / f"{module}_findings.tsv"
+        if path.exists():
+            findings = pd.read_csv(path, sep="\t")
+            for e in truth["effects"]:
+                if e["module"] != module:
+                    continue
+                row = findings[(findings.feature == e["feature"]) & (findings.contrast == e["contrast"])]
+                planted += 1
+                if len(row):
+                    true = e["direction"] * e["size"]
+                    covered += bool(row.ci_low.iloc[0] <= true <= row.ci_high.iloc[0])
+        last["size_in_ci"] = covered
+        summary["modules"][module] = last
+    print(json.dumps(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
