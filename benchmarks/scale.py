@@ -1,0 +1,156 @@
+"""Scaling of the participant level: wall time and peak memory for 40, 80 and 160 participants.
+
+The engine streams (one participant's images in memory per worker), so time should grow about
+linearly with the number of participants and peak memory should stay flat.
+
+To keep this feasible on a small machine the benchmark simulates one small base cohort once
+(8 participants, 6 mm voxels, 60 volumes per task) and builds the larger cohorts from it:
+pseudo-participant ``sub-pNNNN`` is a set of symbolic links to base participant ``NNNN mod 8``'s
+files under its own name, with its own row in participants.tsv. Every pseudo-participant is
+processed in full by the engine (nothing is cached between participants), so the work per
+participant is real; only the simulation is shared.
+
+Each size runs ``painplast run BIDS OUT participant --n-jobs J`` in a fresh process; the
+benchmark samples the resident memory of that process and all its children (joblib workers)
+every 0.1 s and reports the peak of their sum and the peak of the largest single process. It then
+reruns the same command on the finished folder (everything skipped).
+
+Usage::
+
+    python benchmarks/scale.py [--sizes 40 80 160] [--n-jobs 2] [--modules structure,connectivity]
+                               [--workdir DIR]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pandas as pd
+import psutil
+
+BASE = dict(n_participants=8, n_sites=2, seed=3, resolution=6, volumes_pain=60,
+            volumes_somatotopy=60, volumes_modulation=60, volumes_rest=60)
+
+
+def base_cohort(workdir: Path) -> Path:
+    """Simulate the small base cohort once (reused by later invocations)."""
+    from painplast.simulate import SimulationParameters, simulate
+    out = workdir / "base"
+    if not (out / "derivatives" / "simulation" / "ground_truth.json").exists():
+        shutil.rmtree(out, ignore_errors=True)
+        t0 = time.perf_counter()
+        simulate(out, SimulationParameters(**BASE), n_jobs=2, progress=False)
+        print(f"simulated the base cohort ({BASE['n_participants']} participants) in "
+              f"{time.perf_counter() - t0:.1f} s", flush=True)
+    return out
+
+
+def pseudo_cohort(base: Path, n: int, workdir: Path) -> Path:
+    """A BIDS dataset of ``n`` pseudo-participants made of symbolic links to the base cohort."""
+    root = workdir / f"cohort-{n}"
+    if (root / "participants.tsv").exists():
+        return root
+    shutil.rmtree(root, ignore_errors=True)
+    parts = pd.read_csv(base / "participants.tsv", sep="\t", dtype=str, keep_default_na=False)
+    source_ids = parts["participant_id"].tolist()
+    for path in base.iterdir():  # dataset-level files (task JSON, description)
+        if path.is_file() and path.name != "participants.tsv":
+            root.mkdir(parents=True, exist_ok=True)
+            os.symlink(path.resolve(), root / path.name)
+    rows = []
+    for i in range(n):
+        src = source_ids[i % len(source_ids)]
+        new = f"sub-p{i + 1:04d}"
+        row = parts[parts["participant_id"] == src].iloc[0].copy()
+        row["participant_id"] = new
+        rows.append(row)
+        for top in (base, base / "derivatives" / "fmriprep"):
+            for path in (top / src).rglob("*"):
+                if path.is_file():
+                    rel = path.relative_to(top / src)
+                    target = (root if top == base else root / "derivatives" / "fmriprep") / new / \
+                        str(rel).replace(src, new)
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    os.symlink(path.resolve(), target)
+    fmriprep_desc = base / "derivatives" / "fmriprep" / "dataset_description.json"
+    if fmriprep_desc.exists():
+        os.symlink(fmriprep_desc.resolve(), root / "derivatives" / "fmriprep" / "dataset_description.json")
+    pd.DataFrame(rows).to_csv(root / "participants.tsv", sep="\t", index=False)
+    return root
+
+
+def measure(cmd: list[str], env: dict) -> tuple[float, float, float, int]:
+    """Run ``cmd``; return (seconds, peak total RSS MiB, peak single-process RSS MiB, exit code)."""
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    root = psutil.Process(proc.pid)
+    peak_total = peak_single = 0
+    while proc.poll() is None:
+        try:
+            procs = [root] + root.children(recursive=True)
+            rss = []
+            for p in procs:
+                try:
+                    rss.append(p.memory_info().rss)
+                except psutil.Error:
+                    pass
+            peak_total = max(peak_total, sum(rss))
+            peak_single = max(peak_single, max(rss, default=0))
+        except psutil.Error:
+            pass
+        time.sleep(0.1)
+    seconds = time.perf_counter() - t0
+    if proc.returncode:
+        sys.stderr.write(proc.stderr.read()[-3000:])
+    return seconds, peak_total / 2**20, peak_single / 2**20, proc.returncode
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--sizes", type=int, nargs="+", default=[40, 80, 160])
+    ap.add_argument("--n-jobs", type=int, default=2)
+    ap.add_argument("--modules", default=None, help="comma-separated modules (default: all available)")
+    ap.add_argument("--workdir", type=Path, default=None)
+    args = ap.parse_args(argv)
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="painplast-scale-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
+           "MPLBACKEND": "Agg"}
+    base = base_cohort(workdir)
+    exe = [sys.executable, "-m", "painplast.cli"]
+    print(f"participant level, --n-jobs {args.n_jobs}, modules: {args.modules or 'all available'}; "
+          f"base cohort {BASE}")
+    print(f"{'participants':>12} {'seconds':>9} {'s/participant':>13} {'peak RSS total MiB':>19} "
+          f"{'peak RSS 1 proc MiB':>20} {'rerun s':>8}")
+    rows = []
+    for n in args.sizes:
+        bids = pseudo_cohort(base, n, workdir)
+        out = workdir / f"out-{n}"
+        shutil.rmtree(out, ignore_errors=True)
+        cmd = exe + ["run", str(bids), str(out), "participant", "--n-jobs", str(args.n_jobs), "--quiet"]
+        if args.modules:
+            cmd += ["--modules", args.modules]
+        seconds, total, single, code = measure(cmd, env)
+        if code:
+            print(f"{n:>12} failed (exit {code})")
+            return code
+        rerun, _, _, _ = measure(cmd, env)
+        rows.append((n, seconds, total, single, rerun))
+        print(f"{n:>12} {seconds:>9.1f} {seconds / n:>13.2f} {total:>19.0f} {single:>20.0f} {rerun:>8.1f}",
+              flush=True)
+    if len(rows) > 1:
+        (n0, s0, *_), (n1, s1, *_) = rows[0], rows[-1]
+        print(f"time ratio {s1 / s0:.2f} for {n1 / n0:.0f}x participants; peak total RSS "
+              f"{rows[0][2]:.0f} -> {rows[-1][2]:.0f} MiB")
+    print(f"work folder: {workdir}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
