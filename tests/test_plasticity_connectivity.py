@@ -82,8 +82,9 @@ def test_recovers_planted_couplings(small, small_cohort):
         row = findings.loc[(feature, "patient-control")]
         assert row.estimate * effect["direction"] > 0, feature
         assert row.p_corrected < 0.05, feature
+        assert row.ci_low < effect["direction"] * effect["size"] < row.ci_high, (feature, row)
         # the noise-free features of these same participants, through the same estimator, fall
-        # inside the measured interval (the population size is reported by the benchmark)
+        # inside the measured interval too
         sample = contrasts.estimate(truth_table.loc[cohort.participants.index, feature].to_numpy(),
                                     cohort.participants, "patient-control", ("mean_fd",), extra)
         assert row.ci_low < sample.estimate < row.ci_high, (feature, sample.estimate, row)

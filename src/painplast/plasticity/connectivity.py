@@ -67,7 +67,7 @@ import re
 import warnings
 from functools import lru_cache
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Sequence
 
 import nibabel as nib
 import numpy as np
