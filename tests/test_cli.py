@@ -1,7 +1,6 @@
 """The command line: bad input gives one line on stderr and exit status 2, and touches nothing."""
 from __future__ import annotations
 
-import gzip
 import hashlib
 import shutil
 from pathlib import Path

@@ -238,7 +238,10 @@ def demo(out, n_jobs, quiet):
     engine.run_participant_level(cohort, config, results, n_jobs=n_jobs, progress=not quiet)
     engine.run_group_level(cohort, config, results, progress=not quiet)
     for target in ("diagnosis", "treatment"):
-        engine.run_biomarker(cohort, config, results, target, runner=_biomarker)
+        try:
+            engine.run_biomarker(cohort, config, results, target, runner=_biomarker)
+        except InputError as error:  # the report lists the biomarker as not run, with the reason
+            logging.getLogger("painplast").warning("biomarker %s not built: %s", target, error)
     path = _maybe_report(results)
     click.echo(str(path if path is not None else results))
 

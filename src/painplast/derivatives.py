@@ -33,6 +33,8 @@ from . import __version__
 from .results import GroupResult, SubjectResult
 
 SPACE = "MNI152NLin2009cAsym"
+_UMASK = os.umask(0)
+os.umask(_UMASK)
 
 
 def _camel(name: str) -> str:
@@ -46,6 +48,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; outputs are for everyone to read
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()

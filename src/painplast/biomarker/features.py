@@ -137,7 +137,13 @@ class FeatureTable:
                             self.excluded)
 
     def complete(self, max_missing: float = 0.2) -> "FeatureTable":
-        """Drop features missing in more than ``max_missing`` of participants, then incomplete rows.
+        """Drop unreliable features, then features missing in more than ``max_missing`` of
+        participants, then incomplete rows.
+
+        A feature that is missing for a participant whose other features from the same module
+        exist (say, the intensity at which a response crosses a threshold it never reaches) is
+        dropped as a whole, so that one such gap does not cost the participant; a participant
+        without any feature of a module loses their row instead.
 
         Parameters
         ----------
@@ -150,6 +156,12 @@ class FeatureTable:
             No missing values; ``excluded`` lists the participants dropped and why.
         """
         data = self.data.replace([np.inf, -np.inf], np.nan)
+        sporadic = []
+        for module in self.modules:
+            cols = self.columns_of(module)
+            has_module = data[cols].notna().any(axis=1)
+            sporadic += [c for c in cols if (data[c].isna() & has_module).any()]
+        data = data.drop(columns=sporadic)
         keep = data.columns[data.isna().mean(axis=0) <= max_missing]
         data = data[keep]
         incomplete = data.index[data.isna().any(axis=1)]

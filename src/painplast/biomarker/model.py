@@ -44,7 +44,7 @@ from typing import Sequence
 
 import numpy as np
 import pandas as pd
-from sklearn.base import BaseEstimator, TransformerMixin, clone
+from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.decomposition import PCA
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression, Ridge
@@ -287,22 +287,25 @@ def strata(y, site=None, n_bins: int = 4) -> np.ndarray:
 
 
 def _folds(n_splits: int, y, site, random_state, shuffle=True):
-    """Stratified K-fold splits by (class or y-bin) x site, with coarser fallbacks."""
+    """Stratified K-fold splits by (class or y-bin) x site, with coarser fallbacks.
+
+    When a stratum is smaller than ``n_splits``, the site is dropped from the strata; when a
+    class is still smaller, the number of folds shrinks to the size of the smallest class
+    (at least 2), so small cohorts are cross-validated rather than refused.
+    """
     y = np.asarray(y)
-    for labels in (strata(y, site), strata(y), None):
-        if labels is None:
-            return list(KFold(n_splits, shuffle=shuffle, random_state=random_state).split(y))
+    zeros = np.zeros(len(y))
+    for labels in (strata(y, site), strata(y)):
         _, counts = np.unique(labels, return_counts=True)
         if counts.min() >= n_splits:
             return list(StratifiedKFold(n_splits, shuffle=shuffle, random_state=random_state)
-                        .split(np.zeros(len(y)), labels))
-        if counts.min() >= 2 and labels is not None and counts.min() >= n_splits // 2:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", UserWarning)
-                return list(StratifiedKFold(n_splits, shuffle=shuffle,
-                                            random_state=random_state)
-                            .split(np.zeros(len(y)), labels))
-    raise AssertionError("unreachable")
+                        .split(zeros, labels))
+    labels = strata(y)
+    _, counts = np.unique(labels, return_counts=True)
+    k = min(n_splits, int(counts.min()))
+    if k >= 2:
+        return list(StratifiedKFold(k, shuffle=shuffle, random_state=random_state).split(zeros, labels))
+    return list(KFold(min(n_splits, len(y)), shuffle=shuffle, random_state=random_state).split(y))
 
 
 # --------------------------------------------------------------------------------------------

@@ -31,8 +31,6 @@ True
 from __future__ import annotations
 
 import io
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -248,15 +246,8 @@ def radar_chart(axes: pd.Series, title: str = "") -> bytes:
 
 
 def _atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    from painplast.derivatives import atomic_write_bytes
+    atomic_write_bytes(path, data)
 
 
 def write_profiles(profiles: Profiles, out_dir, figures: bool = True) -> list[Path]:

@@ -33,10 +33,7 @@ True
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import time
-import warnings
 from pathlib import Path
 from typing import Sequence
 
@@ -697,15 +694,8 @@ def _json_ready(value):
 
 
 def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    from painplast.derivatives import atomic_write_text
+    atomic_write_text(path, text)
 
 
 def write_result(result: dict, out_dir, target: str | None = None) -> Path:

@@ -17,10 +17,9 @@ Subject stage (``pain`` task, one run; see :mod:`painplast.plasticity._firstleve
   intensity level (one regressor per level) ``signature_<name>_dot_<level>``.
 
 Group stage: findings (patient-control) for ``<region>_response``, ``<region>_slope`` and
-``signature_<name>_dot``; a voxel-wise patient-control t map of ``pain_beta`` (nilearn
-``SecondLevelModel``, covariates age/sex/site) with cluster-extent family-wise error from
-nilearn's permutation test (``non_parametric_inference``, voxel threshold p < ``cluster_p``,
-``config.n_permutations``) -> ``clusters``; tables ``roi_by_level`` (stimulus-response curves),
+``signature_<name>_dot``; a voxel-wise patient-control t map of ``pain_beta`` (OLS with
+covariates age/sex/site; TFCE with family-wise error from ``config.n_permutations`` Freedman-Lane
+permutations, :mod:`painplast.stats.permutation`) -> ``clusters``; tables ``roi_by_level`` (stimulus-response curves),
 ``signature_by_level``, ``forced_choice`` and ``roc``; figure ``stimulus_response``.
 
 Signature responses follow CANlab's ``apply_mask``: the weight map is resampled to the data grid
@@ -54,7 +53,6 @@ DEFAULTS = {
     "fd_threshold": 0.5,                       # scrubbing threshold (mm)
     "noise_model": "ar1",
     "response_threshold": 0.5,                 # % signal, for <region>_threshold_intensity
-    "cluster_p": 0.001,                        # voxel-wise cluster-forming threshold
     "voxelwise": True,                         # voxel-wise maps (subject) and clusters (group)
 }
 
@@ -388,9 +386,9 @@ def _nearest_label(xyz: np.ndarray) -> str:
 
 
 def _second_level(results, parts: pd.DataFrame, config: Config, opts) -> tuple[dict, pd.DataFrame, list[str]]:
-    """Patient-control t map of pain_beta and permutation cluster-extent FWE clusters."""
-    from nilearn.glm.second_level import SecondLevelModel, non_parametric_inference
-    from scipy import ndimage, stats
+    """Patient-control t map of pain_beta with TFCE family-wise inference and its clusters."""
+    from ..stats.permutation import permutation_test
+    from .structure import cluster_table
 
     notes = []
     imgs = [r.maps.get("pain_beta") for r in results]
@@ -410,43 +408,24 @@ def _second_level(results, parts: pd.DataFrame, config: Config, opts) -> tuple[d
         return {}, empty_clusters(), ["voxel-wise patient-control map skipped (too few participants)"]
     affine = imgs[0].affine
     mask_data = np.all([np.asarray(i.dataobj) != 0 for i in imgs], axis=0)
-    mask_img = nib.Nifti1Image(mask_data.astype(np.uint8), affine)
-    model = SecondLevelModel(mask_img=mask_img).fit(imgs, design_matrix=design)
-    t_img = model.compute_contrast("patient_minus_control", output_type="stat")
-    maps = {"patient-control_t": nib.Nifti1Image(np.asarray(t_img.dataobj, np.float32), affine)}
-    df = design.shape[0] - np.linalg.matrix_rank(design.to_numpy())
-    t_thr = float(stats.t.isf(opts["cluster_p"], df))
+    Y = np.stack([np.asarray(i.dataobj, np.float64)[mask_data] for i in imgs])
+    X = design.to_numpy(float)
+    contrast = np.zeros(X.shape[1])
+    contrast[list(design.columns).index("patient_minus_control")] = 1.0
     n_perm = int(config.n_permutations)
-    rows = []
-    tmap = np.asarray(t_img.dataobj, np.float64)
-    xyz = atlas.voxel_coordinates(tmap.shape, affine)
-    vox_mm3 = float(abs(np.linalg.det(affine[:3, :3])))
-    for sign, label in ((1, "patient>control"), (-1, "control>patient")):
-        supra = sign * tmap > t_thr
-        if not supra.any():
-            continue
-        lab, n_clusters = ndimage.label(supra)
-        if n_perm > 0:
-            d = design.copy()
-            d["patient_minus_control"] *= sign
-            perm = non_parametric_inference(imgs, design_matrix=d, second_level_contrast="patient_minus_control",
-                                            mask=mask_img, n_perm=n_perm, two_sided_test=False,
-                                            random_state=config.random_state, threshold=t_thr, n_jobs=1)
-            logp = np.asarray(perm["logp_max_size"].dataobj, np.float64)
-        for k in range(1, n_clusters + 1):
-            sel = lab == k
-            i = np.argmax(np.where(sel, sign * tmap, -np.inf))
-            peak = np.unravel_index(i, tmap.shape)
-            p_fwe = float(10 ** -logp[sel].max()) if n_perm > 0 else np.nan
-            rows.append({"contrast": "patient-control", "peak_x": xyz[peak][0], "peak_y": xyz[peak][1],
-                         "peak_z": xyz[peak][2], "peak_stat": float(tmap[peak]), "size_mm3": sel.sum() * vox_mm3,
-                         "p_fwe": p_fwe, "label": _nearest_label(xyz[peak]), "direction": label})
-    clusters = pd.DataFrame(rows) if rows else empty_clusters()
-    if rows:
-        order = np.lexsort((-clusters["peak_stat"].abs().to_numpy(), clusters["p_fwe"].fillna(1.0).to_numpy()))
-        clusters = clusters.iloc[order].reset_index(drop=True)
-    notes.append(f"clusters: voxel threshold t > {t_thr:.2f} (p < {opts['cluster_p']}, df {df}), "
-                 f"cluster-extent FWE by {n_perm} permutations (nilearn non_parametric_inference)")
+    res = permutation_test(Y, X, contrast, n_permutations=max(n_perm, 1), tfce=True, mask=mask_data,
+                           two_sided=True, random_state=config.random_state)
+    tmap = np.zeros(mask_data.shape, np.float64)
+    tmap[mask_data] = res.t
+    pmap = np.ones(mask_data.shape, np.float64)
+    pmap[mask_data] = res.p_fwe_tfce
+    maps = {"patient-control_t": nib.Nifti1Image(tmap.astype(np.float32), affine),
+            "patient-control_logp_fwe": nib.Nifti1Image((-np.log10(pmap)).astype(np.float32), affine)}
+    clusters = cluster_table(tmap, pmap, affine, "patient-control", alpha=config.alpha)
+    if len(clusters) == 0:
+        clusters = empty_clusters()
+    notes.append(f"voxel-wise patient-control: OLS with age, sex, site; TFCE (E=0.5, H=2) with "
+                 f"family-wise error from the maximum TFCE over {n_perm} Freedman-Lane permutations")
     return maps, clusters, notes
 
 

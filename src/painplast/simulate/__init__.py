@@ -22,7 +22,6 @@ Examples
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import shutil
 import tempfile

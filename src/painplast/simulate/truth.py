@@ -74,6 +74,24 @@ def _best_auc(feats: pd.DataFrame, parts: pd.DataFrame, columns, label: np.ndarr
     return float(roc_auc_score(y[b], qda.predict_proba(X[b])[:, 1]))
 
 
+def _planted_component(params: SimulationParameters) -> dict:
+    """Every pain-ROI edge whose correlation the planted couplings change (the NBS target).
+
+    mPFC-NAcc: a shared factor loads on mPFC and both NAcc, so the three edges among them move.
+    Default mode-insula: the insula ROIs load on the default-mode factor, so their edges to every
+    default-mode-loaded ROI (mPFC, PCC, angular gyri, rACC) and to each other move.
+    """
+    if params.null:
+        return {"nodes": [], "edges": [], "contrast": "patient-control", "direction": 1}
+    insula = list(atlas.COUPLINGS["dmn_insula"][1])
+    dmn = [*atlas.DMN_ROIS, "racc"]
+    edges = [["mpfc", "nacc_l"], ["mpfc", "nacc_r"], ["nacc_l", "nacc_r"]]
+    edges += [[a, b] for a in dmn for b in insula]
+    edges += [[a, b] for i, a in enumerate(insula) for b in insula[i + 1:]]
+    nodes = sorted({n for e in edges for n in e})
+    return {"nodes": nodes, "edges": edges, "contrast": "patient-control", "direction": 1}
+
+
 def ground_truth(params: SimulationParameters) -> dict:
     """The ``ground_truth.json`` content for a cohort simulated with ``params``.
 
@@ -117,13 +135,6 @@ def ground_truth(params: SimulationParameters) -> dict:
                             f"{N_MONTE_CARLO} participants (half fit, half test)"),
         "somatotopy": {"mean_shift_mm_patients": round(float(shift[pat].mean()), 3),
                        "mean_shift_mm_controls": round(float(shift[~pat].mean()), 3)},
-        "connectivity_component": {
-            "nodes": [] if params.null else ["mpfc", "nacc_l", "nacc_r", *atlas.DMN_ROIS[1:],
-                                             *atlas.COUPLINGS["dmn_insula"][1]],
-            "edges": [] if params.null else (
-                [["mpfc", "nacc_l"], ["mpfc", "nacc_r"]]
-                + [[a, b] for a in atlas.DMN_ROIS for b in atlas.COUPLINGS["dmn_insula"][1]]),
-            "contrast": "patient-control", "direction": 1,
-        },
+        "connectivity_component": _planted_component(params),
         "parameters": params.to_dict(),
     }
