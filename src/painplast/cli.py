@@ -232,8 +232,8 @@ def demo(out, n_jobs, quiet):
     signature = bids / "derivatives" / "simulation" / "signature-simpain_weights.nii.gz"
     # the demo keeps validation light so it runs in minutes: fewer repeats and permutations
     config = Config(signatures=(str(signature),) if signature.exists() else (), n_permutations=500,
-                    options={"biomarker": {"repeats": 2, "n_permutations": 50, "n_bootstrap": 1000,
-                                           "learning": False}})
+                    options={"biomarker": {"repeats": 2, "n_permutations": 20, "inner_folds": 3,
+                                           "n_bootstrap": 1000, "learning": False}})
     _setup_logging(results, False)
     engine.run_participant_level(cohort, config, results, n_jobs=n_jobs, progress=not quiet)
     engine.run_group_level(cohort, config, results, progress=not quiet)
