@@ -115,7 +115,7 @@ def clinical(params: SimulationParameters, n: int, rng: np.random.Generator,
     deficit = params.scaled(params.modulation_capacity_deficit)
     capacity = rng.normal(0, 1, n) - deficit * patient
     modulation_score = (20 + 8 * (capacity + rng.normal(0, 0.8, n))).round(1)
-    fd_mean = np.where(patient, 0.17, 0.12) * np.exp(rng.normal(0, 0.25, n))
+    fd_mean = np.where(patient, 0.145, 0.12) * np.exp(rng.normal(0, 0.35, n))
     return pd.DataFrame({
         "site_index": site, "patient": patient, "age": age, "sex": sex,
         "pain_intensity": pain, "pain_duration_months": duration, "affected_side": side,
