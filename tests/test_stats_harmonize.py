@@ -123,13 +123,24 @@ def test_unseen_site_raises_input_error_naming_it():
     assert "'siteZ'" in str(error.value) and "fix:" in str(error.value)
 
 
-@pytest.mark.parametrize("case", ["lonely site", "collinear", "nan", "constant", "n_cov"])
+def test_site_with_one_participant_gets_a_location_only_adjustment():
+    Y, site, cov = simulate(n=60, n_features=10, seed=5)
+    site = site.astype(object)
+    site[0] = "siteLonely"
+    model = fit_combat(Y, site, cov)
+    lonely = list(model.site_labels).index("siteLonely")
+    assert np.all(model.delta_star[lonely] == 1.0)
+    assert np.all(np.isfinite(model.gamma_star[lonely]))
+    out = apply_combat(model, Y, site, cov)
+    assert np.all(np.isfinite(out))
+    # the other sites are harmonized as if the lonely participant's site were its own
+    assert np.allclose(model.delta_star[[i for i in range(len(model.site_labels)) if i != lonely]].mean(), 1.0, atol=0.5)
+
+
+@pytest.mark.parametrize("case", ["collinear", "nan", "constant", "n_cov"])
 def test_bad_input_raises_input_error(case):
     Y, site, cov = simulate(n=60, n_features=10, seed=5)
-    if case == "lonely site":
-        site = site.copy()
-        site[0] = "siteLonely"
-    elif case == "collinear":
+    if case == "collinear":
         cov = np.column_stack([cov, (site == "siteA").astype(float)])
     elif case == "nan":
         Y = Y.copy()

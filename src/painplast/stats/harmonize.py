@@ -24,9 +24,9 @@ The arithmetic follows neuroHarmonize 2.4 (``harmonizationLearn`` / ``harmonizat
   ratio included).
 
 Differences from neuroHarmonize, on purpose: covariates stay float64 (neuroCombat casts them to
-float32), a site with fewer than two participants, a constant feature, a non-finite value or a
-covariate that is collinear with site raises :class:`~painplast.errors.InputError` instead of
-producing NaN, and applying a model to a site it has not seen raises instead of returning NaN
+float32); a site with a single participant gets a location-only adjustment (its scale cannot be
+estimated; neuroCombat returns NaN); a constant feature, a non-finite value or a covariate that
+is collinear with site raises :class:`~painplast.errors.InputError` instead of producing NaN; and applying a model to a site it has not seen raises instead of returning NaN
 (neuroHarmonize would instead re-estimate that site from the held-out data, which is not a
 fixed model).
 
@@ -267,8 +267,8 @@ def fit_combat(Y, batch, covariates=None, eb: bool = True) -> ComBatModel:
     Raises
     ------
     InputError
-        On non-finite values, a site with fewer than two participants, a constant feature or
-        covariates collinear with site.
+        On non-finite values, a constant feature or covariates collinear with site. (A site with
+        one participant is adjusted for location only.)
 
     Examples
     --------
@@ -285,11 +285,6 @@ def fit_combat(Y, batch, covariates=None, eb: bool = True) -> ComBatModel:
     batch = _check_batch(batch, n)
     covariates = _check_covariates(covariates, n)
     labels, site_index, sizes = np.unique(batch, return_inverse=True, return_counts=True)
-    if np.any(sizes < 2):
-        small = [str(label) for label in labels[sizes < 2]]
-        raise InputError(f"site(s) {', '.join(small)} have fewer than two participants; ComBat "
-                         "cannot estimate a site variance", fix="merge these participants into a "
-                         "similar site or leave them out of harmonization")
     n_sites = labels.shape[0]
     design = np.hstack([(site_index[:, None] == np.arange(n_sites)).astype(np.float64),
                         covariates])
@@ -318,14 +313,20 @@ def fit_combat(Y, batch, covariates=None, eb: bool = True) -> ComBatModel:
     for i in range(n_sites):
         s_site = s_data[site_index == i]
         gamma_hat[i] = s_site.mean(axis=0)
-        delta_hat[i] = s_site.var(axis=0, ddof=1)
+        # one participant: no variance to estimate, so that site gets a location-only adjustment
+        delta_hat[i] = s_site.var(axis=0, ddof=1) if sizes[i] > 1 else 1.0
 
     eb = bool(eb) and n_features > 1
     if eb:
-        gamma_bar, t2, a_prior, b_prior = _priors(gamma_hat, delta_hat)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            gamma_bar, t2, a_prior, b_prior = _priors(gamma_hat, delta_hat)
         gamma_star = np.empty_like(gamma_hat)
         delta_star = np.empty_like(delta_hat)
         for i in range(n_sites):
+            if sizes[i] == 1:  # normal posterior of the location with the scale fixed at 1
+                gamma_star[i] = (t2[i] * gamma_hat[i] + gamma_bar[i]) / (t2[i] + 1.0)
+                delta_star[i] = 1.0
+                continue
             gamma_star[i], delta_star[i] = _posterior(
                 s_data[site_index == i], gamma_hat[i], delta_hat[i],
                 gamma_bar[i], t2[i], a_prior[i], b_prior[i])
