@@ -153,7 +153,7 @@ def _biomarker(cohort, config, output_dir, target, **overrides):
     except ImportError:  # pragma: no cover - the biomarker package ships with painplast
         raise NotAvailableError("the biomarker engine is not available") from None
     options = {**BIOMARKER_DEFAULTS, **config.options.get("biomarker", {}), **overrides}
-    table = from_derivatives(output_dir).complete()
+    table = from_derivatives(output_dir).complete().informative()
     participants = cohort.participants.reset_index()
     result, _ = run_biomarker(table, participants, target, random_state=config.random_state,
                               out_dir=output_dir, overwrite=True, **options)

@@ -175,6 +175,30 @@ class FeatureTable:
                              "values", fix="check which modules ran for which participants")
         return FeatureTable(data, {c: self.provenance[c] for c in data.columns}, excluded)
 
+    def informative(self, max_mode_share: float = 0.5) -> "FeatureTable":
+        """Drop features that are mostly one value (e.g. a scrubbed fraction that is 0 for most).
+
+        Such a feature is constant in many cross-validation training folds, where it cannot be
+        standardized or harmonized, and carries little information anyway.
+
+        Parameters
+        ----------
+        max_mode_share : float
+            Largest tolerated share of participants sharing the most common value.
+
+        Returns
+        -------
+        FeatureTable
+        """
+        data = self.data
+        share = data.apply(lambda col: col.value_counts(normalize=True, dropna=True).max()
+                           if col.notna().any() else 1.0)
+        keep = [c for c in data.columns if share[c] <= max_mode_share]
+        if not keep:
+            raise InputError("every feature is (nearly) constant across participants",
+                             fix="check that the modules ran on these participants")
+        return FeatureTable(data[keep], {c: self.provenance[c] for c in keep}, self.excluded)
+
     def to_tsv_frame(self) -> pd.DataFrame:
         """The table with ``participant_id`` as first column (for writing as TSV)."""
         return self.data.reset_index()

@@ -1,0 +1,38 @@
+"""Feature-table clean-up before a biomarker: which features and participants survive."""
+import numpy as np
+import pandas as pd
+import pytest
+
+from painplast.biomarker.features import from_frame
+from painplast.errors import InputError
+
+
+def _table():
+    rng = np.random.default_rng(0)
+    ids = [f"sub-{i:02d}" for i in range(20)]
+    frame = pd.DataFrame(rng.normal(size=(20, 4)), index=ids,
+                         columns=["sensitization.a_response", "sensitization.a_threshold",
+                                  "connectivity.x", "connectivity.scrubbed_fraction"])
+    frame.loc[ids[:3], "sensitization.a_threshold"] = np.nan        # sporadic gap in a module
+    frame.loc[ids[19], ["connectivity.x", "connectivity.scrubbed_fraction"]] = np.nan  # no module
+    frame["connectivity.scrubbed_fraction"] = 0.0
+    frame.loc[ids[:4], "connectivity.scrubbed_fraction"] = 0.1
+    frame.loc[ids[19], "connectivity.scrubbed_fraction"] = np.nan
+    return from_frame(frame)
+
+
+def test_sporadic_gaps_drop_the_feature_and_missing_modules_drop_the_participant():
+    table = _table().complete()
+    assert "sensitization.a_threshold" not in table.data          # feature dropped, not 3 people
+    assert "sub-19" not in table.data.index and len(table.data) == 19
+    assert "sub-19" in table.excluded
+    assert not table.data.isna().any().any()
+
+
+def test_informative_drops_mostly_constant_features():
+    table = _table().complete().informative()
+    assert "connectivity.scrubbed_fraction" not in table.data     # 0 for 15 of 19
+    assert {"sensitization.a_response", "connectivity.x"} <= set(table.data.columns)
+    constant = from_frame(pd.DataFrame({"structure.gm_x": np.ones(5)}, index=[f"sub-{i}" for i in range(5)]))
+    with pytest.raises(InputError, match="constant"):
+        constant.informative()
