@@ -137,7 +137,18 @@ def test_site_with_one_participant_gets_a_location_only_adjustment():
     assert np.allclose(model.delta_star[[i for i in range(len(model.site_labels)) if i != lonely]].mean(), 1.0, atol=0.5)
 
 
-@pytest.mark.parametrize("case", ["collinear", "nan", "constant", "n_cov"])
+def test_constant_feature_passes_through_and_the_others_match_the_fit_without_it():
+    Y, site, cov = simulate(n=60, n_features=10, seed=5)
+    Yc = Y.copy()
+    Yc[:, 2] = 1.0
+    out = apply_combat(fit_combat(Yc, site, cov), Yc, site, cov)
+    assert np.allclose(out[:, 2], 1.0)
+    keep = [j for j in range(10) if j != 2]
+    ref = apply_combat(fit_combat(Y[:, keep], site, cov), Y[:, keep], site, cov)
+    assert np.allclose(out[:, keep], ref, atol=1e-8)
+
+
+@pytest.mark.parametrize("case", ["collinear", "nan", "n_cov"])
 def test_bad_input_raises_input_error(case):
     Y, site, cov = simulate(n=60, n_features=10, seed=5)
     if case == "collinear":
@@ -145,9 +156,6 @@ def test_bad_input_raises_input_error(case):
     elif case == "nan":
         Y = Y.copy()
         Y[3, 4] = np.nan
-    elif case == "constant":
-        Y = Y.copy()
-        Y[:, 2] = 1.0
     with pytest.raises(InputError):
         if case == "n_cov":
             apply_combat(fit_combat(Y, site, cov), Y, site, cov[:, :1])

@@ -25,7 +25,7 @@ The arithmetic follows neuroHarmonize 2.4 (``harmonizationLearn`` / ``harmonizat
 
 Differences from neuroHarmonize, on purpose: covariates stay float64 (neuroCombat casts them to
 float32); a site with a single participant gets a location-only adjustment (its scale cannot be
-estimated; neuroCombat returns NaN); a constant feature, a non-finite value or a covariate that
+estimated; neuroCombat returns NaN); a constant feature passes through unchanged; a non-finite value or a covariate that
 is collinear with site raises :class:`~painplast.errors.InputError` instead of producing NaN; and applying a model to a site it has not seen raises instead of returning NaN
 (neuroHarmonize would instead re-estimate that site from the held-out data, which is not a
 fixed model).
@@ -267,8 +267,8 @@ def fit_combat(Y, batch, covariates=None, eb: bool = True) -> ComBatModel:
     Raises
     ------
     InputError
-        On non-finite values, a constant feature or covariates collinear with site. (A site with
-        one participant is adjusted for location only.)
+        On non-finite values or covariates collinear with site. (A site with one participant is
+        adjusted for location only; a constant feature passes through unchanged.)
 
     Examples
     --------
@@ -297,13 +297,12 @@ def fit_combat(Y, batch, covariates=None, eb: bool = True) -> ComBatModel:
     residual = Y - design @ betas
     pooled_variance = np.mean(residual ** 2, axis=0)
     del residual
-    # zero up to rounding: a constant (or fully explained) feature cannot be standardized
+    # zero up to rounding: a constant (or fully explained) feature cannot be standardized; it
+    # passes through unchanged (no site effect to remove), as in a cross-validation fold where a
+    # rarely non-zero feature happens to be constant
     tiny = (1e-10 * np.max(np.abs(Y), axis=0)) ** 2
-    if np.any(pooled_variance <= tiny):
-        bad = np.flatnonzero(pooled_variance <= tiny)
-        raise InputError(f"{bad.size} feature(s) have no residual variance (first: column "
-                         f"{bad[0]}), so they cannot be standardized",
-                         fix="drop constant features before harmonization")
+    flat = pooled_variance <= tiny
+    pooled_variance = np.where(flat, 1.0, pooled_variance)
     grand_mean = (sizes / n) @ betas[:n_sites]
     covariate_betas = betas[n_sites:]
     s_data = _standardize(Y, site_index, covariates, grand_mean, pooled_variance, covariate_betas)
@@ -315,21 +314,25 @@ def fit_combat(Y, batch, covariates=None, eb: bool = True) -> ComBatModel:
         gamma_hat[i] = s_site.mean(axis=0)
         # one participant: no variance to estimate, so that site gets a location-only adjustment
         delta_hat[i] = s_site.var(axis=0, ddof=1) if sizes[i] > 1 else 1.0
+    gamma_hat[:, flat] = 0.0
+    delta_hat[:, flat] = 1.0
 
-    eb = bool(eb) and n_features > 1
+    eb = bool(eb) and int((~flat).sum()) > 1
     if eb:
         with np.errstate(divide="ignore", invalid="ignore"):
-            gamma_bar, t2, a_prior, b_prior = _priors(gamma_hat, delta_hat)
+            gamma_bar, t2, a_prior, b_prior = _priors(gamma_hat[:, ~flat], delta_hat[:, ~flat])
         gamma_star = np.empty_like(gamma_hat)
         delta_star = np.empty_like(delta_hat)
         for i in range(n_sites):
             if sizes[i] == 1:  # normal posterior of the location with the scale fixed at 1
-                gamma_star[i] = (t2[i] * gamma_hat[i] + gamma_bar[i]) / (t2[i] + 1.0)
+                gamma_star[i] = (t2[i] * gamma_hat[i] + gamma_bar[i]) / (t2[i] + 1.0)  # flat: reset below
                 delta_star[i] = 1.0
                 continue
-            gamma_star[i], delta_star[i] = _posterior(
-                s_data[site_index == i], gamma_hat[i], delta_hat[i],
+            gamma_star[i, ~flat], delta_star[i, ~flat] = _posterior(
+                s_data[site_index == i][:, ~flat], gamma_hat[i, ~flat], delta_hat[i, ~flat],
                 gamma_bar[i], t2[i], a_prior[i], b_prior[i])
+        gamma_star[:, flat] = 0.0
+        delta_star[:, flat] = 1.0
     else:
         gamma_star, delta_star = gamma_hat, delta_hat
     return ComBatModel(site_labels=labels, site_sizes=sizes.astype(np.int64),
