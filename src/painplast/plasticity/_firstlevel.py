@@ -42,8 +42,7 @@ __all__ = ["BoldData", "load_bold", "confounds", "design_matrix", "roi_timeserie
 #: Default confound strategy: Friston-24 motion, mean white-matter and CSF signals, and one spike
 #: regressor per volume with framewise displacement above 0.5 mm (scrubbing).
 DEFAULT_CONFOUNDS = "motion24+wm_csf+spikes"
-_STRATEGY_PARTS = ("motion6", "motion24", "wm_csf", "global", "acompcor", "spikes")
-_MOTION = ("trans_x", "trans_y", "trans_z", "rot_x", "rot_y", "rot_z")
+from ._confounds import confound_regressors, parse_strategy
 
 
 # ----------------------------------------------------------------------------------- data
@@ -220,33 +219,15 @@ def confounds(run, strategy: str = DEFAULT_CONFOUNDS, n_volumes: int | None = No
     >>> confounds(subject.run("pain"), "motion6").shape      # doctest: +SKIP
     (120, 6)
     """
-    parts = [p.strip() for p in str(strategy or "none").split("+") if p.strip() and p.strip() != "none"]
-    unknown = [p for p in parts if p not in _STRATEGY_PARTS]
-    if unknown:
-        raise InputError(f"unknown confound strategy part(s) {', '.join(unknown)} in '{strategy}'",
-                         fix=f"join parts from {', '.join(_STRATEGY_PARTS)} with '+'")
+    parts = parse_strategy(strategy)
     if not parts:
         return pd.DataFrame(index=range(n_volumes or 0))
     table = run.load_confounds()
     if n_volumes is not None and len(table) != n_volumes:
         raise InputError(f"the confounds file has {len(table)} rows but the BOLD series {n_volumes} volumes",
                          path=run.confounds, fix="use the confounds file of the same fMRIPrep run")
-    cols: list[str] = []
-    if "motion24" in parts:
-        cols += [f"{m}{s}" for m in _MOTION for s in ("", "_derivative1", "_power2", "_derivative1_power2")]
-    elif "motion6" in parts:
-        cols += list(_MOTION)
-    if "wm_csf" in parts:
-        cols += ["white_matter", "csf"]
-    if "global" in parts:
-        cols += ["global_signal"]
-    if "acompcor" in parts:
-        cols += [f"a_comp_cor_{i:02d}" for i in range(5)]
-    missing = [c for c in cols if c not in table.columns]
-    if missing:
-        raise InputError(f"the confounds file lacks column(s) {', '.join(missing[:4])}", path=run.confounds,
-                         fix="use fMRIPrep's desc-confounds_timeseries.tsv, or a simpler confounds_strategy")
-    out = table[cols].apply(pd.to_numeric, errors="coerce").astype(float).fillna(0.0).reset_index(drop=True)
+    values, names = confound_regressors(table, strategy, path=run.confounds)
+    out = pd.DataFrame(values, columns=names)
     if "spikes" in parts:
         bad = np.zeros(len(table), bool)
         if "framewise_displacement" in table:

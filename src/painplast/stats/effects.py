@@ -108,6 +108,19 @@ def ols_t(y: np.ndarray, x: np.ndarray, covariates: np.ndarray | None = None):
     return B[1], t, sigma, df
 
 
+def _complete_cases(y, x, covariates):
+    """Participants with finite outcome, regressor and covariates: (y, x, covariates or None)."""
+    y = np.asarray(y, float)
+    x = np.asarray(x, float)
+    ok = np.isfinite(y) & np.isfinite(x)
+    cov = None
+    if covariates is not None and np.size(covariates):
+        cov = np.asarray(covariates, float).reshape(len(y), -1)
+        ok &= np.all(np.isfinite(cov), axis=1)
+        cov = cov[ok]
+    return y[ok], x[ok], cov
+
+
 def group_effect(y: np.ndarray, group: np.ndarray, covariates: np.ndarray | None = None,
                  alpha: float = 0.05) -> Effect:
     """Cohen's d of ``group`` (1 vs 0) adjusted for covariates, with a CI and p-value.
@@ -124,16 +137,7 @@ def group_effect(y: np.ndarray, group: np.ndarray, covariates: np.ndarray | None
     >>> round(e.estimate, 1), e.ci_low < 1 < e.ci_high
     (1.0, True)
     """
-    y = np.asarray(y, float)
-    g = np.asarray(group, float)
-    ok = np.isfinite(y) & np.isfinite(g)
-    if covariates is not None and np.size(covariates):
-        cov = np.asarray(covariates, float).reshape(len(y), -1)
-        ok &= np.all(np.isfinite(cov), axis=1)
-        cov = cov[ok]
-    else:
-        cov = None
-    y, g = y[ok], g[ok]
+    y, g, cov = _complete_cases(y, group, covariates)
     n1, n0 = int(np.sum(g == 1)), int(np.sum(g == 0))
     if n1 < 2 or n0 < 2:
         return Effect(np.nan, np.nan, np.nan, np.nan, 0, np.nan, int(len(y)), "group")
@@ -158,16 +162,7 @@ def continuous_effect(y: np.ndarray, x: np.ndarray, covariates: np.ndarray | Non
     >>> round(e.estimate, 1)
     0.5
     """
-    y = np.asarray(y, float)
-    x = np.asarray(x, float)
-    ok = np.isfinite(y) & np.isfinite(x)
-    if covariates is not None and np.size(covariates):
-        cov = np.asarray(covariates, float).reshape(len(y), -1)
-        ok &= np.all(np.isfinite(cov), axis=1)
-        cov = cov[ok]
-    else:
-        cov = None
-    y, x = y[ok], x[ok]
+    y, x, cov = _complete_cases(y, x, covariates)
     if len(y) < 5 or np.ptp(x) == 0:
         return Effect(np.nan, np.nan, np.nan, np.nan, 0, np.nan, int(len(y)), "continuous")
     _, t, _, df = ols_t(y, x, cov)
