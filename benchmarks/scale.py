@@ -23,6 +23,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import subprocess
@@ -149,6 +150,11 @@ def main(argv=None) -> int:
         print(f"time ratio {s1 / s0:.2f} for {n1 / n0:.0f}x participants; peak total RSS "
               f"{rows[0][2]:.0f} -> {rows[-1][2]:.0f} MiB")
     print(f"work folder: {workdir}")
+    print(json.dumps({"benchmark": "scale", "sizes": [r[0] for r in rows],
+                      "seconds": [round(r[1], 1) for r in rows],
+                      "seconds_per_participant": [round(r[1] / r[0], 3) for r in rows],
+                      "peak_rss_total_mb": [round(r[2]) for r in rows],
+                      "rerun_seconds": [round(r[4], 1) for r in rows]}))
     return 0
 
 
