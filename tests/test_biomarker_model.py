@@ -22,17 +22,9 @@ from painplast.results import SubjectResult
 def sim_table(**kwargs):
     """Noise-free features (participants_truth.tsv content) and participants of a cohort,
     straight from the simulator's latent model (no images)."""
-    from painplast.simulate import SimulationParameters, _participants
-    from painplast.simulate.latent import clinical, latents, site_effects, truth_features
+    from painplast.simulate import SimulationParameters, latent_cohort
 
-    params = SimulationParameters(**kwargs).validate()
-    clin_seq, lat_seq, _ = np.random.SeedSequence([params.seed, 2024]).spawn(3)
-    clin = clinical(params, params.n_participants, np.random.default_rng(clin_seq), exact=True)
-    lat = latents(params, clin, np.random.default_rng(lat_seq), site_effects(params))
-    ids = [f"sub-{i + 1:03d}" for i in range(params.n_participants)]
-    feats = truth_features(lat)
-    feats.index = ids
-    return feats, _participants(clin, ids)
+    return latent_cohort(SimulationParameters(**kwargs))
 
 
 def test_feature_table_from_results_and_derivative_files(tmp_path):

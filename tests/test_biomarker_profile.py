@@ -9,17 +9,9 @@ from painplast.biomarker.profile import plasticity_profiles, write_profiles
 
 
 def _cohort(**kwargs):
-    from painplast.simulate import SimulationParameters, _participants
-    from painplast.simulate.latent import clinical, latents, site_effects, truth_features
+    from painplast.simulate import SimulationParameters, latent_cohort
 
-    params = SimulationParameters(**kwargs).validate()
-    clin_seq, lat_seq, _ = np.random.SeedSequence([params.seed, 2024]).spawn(3)
-    clin = clinical(params, params.n_participants, np.random.default_rng(clin_seq), exact=True)
-    lat = latents(params, clin, np.random.default_rng(lat_seq), site_effects(params))
-    ids = [f"sub-{i + 1:03d}" for i in range(params.n_participants)]
-    feats = truth_features(lat)
-    feats.index = ids
-    return feats, _participants(clin, ids)
+    return latent_cohort(SimulationParameters(**kwargs))
 
 
 def test_patient_zscores_recover_planted_group_effects(tmp_path):

@@ -22,19 +22,13 @@ from painplast.stats.harmonize import apply_combat, fit_combat
 def sim_table(**kwargs):
     """Noise-free features (participants_truth.tsv content), participants and ground truth,
     straight from the simulator's latent model (no images)."""
-    from painplast.simulate import SimulationParameters, _participants
-    from painplast.simulate.latent import clinical, latents, site_effects, truth_features
+    from painplast.simulate import SimulationParameters, latent_cohort
     from painplast.simulate.truth import ground_truth
 
     params = SimulationParameters(**kwargs).validate()
-    clin_seq, lat_seq, _ = np.random.SeedSequence([params.seed, 2024]).spawn(3)
-    clin = clinical(params, params.n_participants, np.random.default_rng(clin_seq), exact=True)
-    lat = latents(params, clin, np.random.default_rng(lat_seq), site_effects(params))
-    ids = [f"sub-{i + 1:03d}" for i in range(params.n_participants)]
-    feats = truth_features(lat)
-    feats.index = ids
+    feats, parts = latent_cohort(params)
     truth = None if params.null else ground_truth(params)
-    return feats, _participants(clin, ids), truth
+    return feats, parts, truth
 
 
 def test_metrics_match_scikit_learn():

@@ -39,7 +39,7 @@ from .latent import clinical, latents, site_effects, truth_features
 from .parameters import TASKS, SimulationParameters
 from .truth import ground_truth
 
-__all__ = ["SimulationParameters", "simulate", "TASKS"]
+__all__ = ["SimulationParameters", "simulate", "latent_cohort", "TASKS"]
 
 
 def _reference_side(participant_id: str) -> str:
@@ -163,9 +163,9 @@ def simulate(out_dir: str | os.PathLike, params: SimulationParameters | None = N
     return out
 
 
-def _simulate_into(root: Path, params: SimulationParameters, n_jobs: int, progress: bool) -> None:
-    seq = np.random.SeedSequence([params.seed, 2024])
-    clin_seq, lat_seq, subj_seq = seq.spawn(3)
+def _cohort_latents(params: SimulationParameters):
+    """(clinical table, latents, participant IDs, seed of the image noise) of a cohort."""
+    clin_seq, lat_seq, subj_seq = np.random.SeedSequence([params.seed, 2024]).spawn(3)
     n = params.n_participants
     clin = clinical(params, n, np.random.default_rng(clin_seq), exact=True)
     width = max(3, len(str(n)))
@@ -175,6 +175,38 @@ def _simulate_into(root: Path, params: SimulationParameters, n_jobs: int, progre
     controls = ~clin["patient"].to_numpy()
     clin.loc[controls, "affected_side"] = [_reference_side(ids[i]) for i in np.flatnonzero(controls)]
     lat = latents(params, clin, np.random.default_rng(lat_seq), site_effects(params))
+    return clin, lat, ids, subj_seq
+
+
+def latent_cohort(params: SimulationParameters) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """A cohort's noise-free features and participants table, without writing any image.
+
+    The same participants, with the same values, as :func:`simulate` with ``params`` writes to
+    ``participants.tsv`` and ``derivatives/simulation/participants_truth.tsv``; useful for
+    testing group statistics and biomarkers quickly.
+
+    Returns
+    -------
+    features : DataFrame
+        Index participant IDs; one column per feature (``module.feature``).
+    participants : DataFrame
+        The participants.tsv columns.
+
+    Examples
+    --------
+    >>> feats, parts = latent_cohort(SimulationParameters(n_participants=8))
+    >>> feats.shape[0], list(parts.participant_id[:2])
+    (8, ['sub-001', 'sub-002'])
+    """
+    clin, lat, ids, _ = _cohort_latents(params.validate())
+    feats = truth_features(lat)
+    feats.index = ids
+    return feats, _participants(clin, ids)
+
+
+def _simulate_into(root: Path, params: SimulationParameters, n_jobs: int, progress: bool) -> None:
+    clin, lat, ids, subj_seq = _cohort_latents(params)
+    n = params.n_participants
     participants = _participants(clin, ids)
     write_dataset_files(root, params, participants, images.make_grid(params.resolution).shape[2])
     sim = root / "derivatives" / "simulation"
