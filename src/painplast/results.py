@@ -96,6 +96,25 @@ class GroupResult:
                 raise ValueError(f"clusters lack contract columns {missing}")
 
 
+def figure_png(fig, dpi: int = 90, tight: bool = False) -> bytes:
+    """A matplotlib figure as PNG bytes (for ``GroupResult.figures``); the figure is closed.
+
+    Examples
+    --------
+    >>> from matplotlib.figure import Figure
+    >>> figure_png(Figure(figsize=(1, 1)))[:4]
+    b'\\x89PNG'
+    """
+    import io
+
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, **({"bbox_inches": "tight"} if tight else {}))
+    plt.close(fig)
+    return buf.getvalue()
+
+
 def empty_findings() -> pd.DataFrame:
     """A findings table with the contract's columns and no rows."""
     return pd.DataFrame({c: pd.Series(dtype=object if c in ("feature", "contrast") else float)

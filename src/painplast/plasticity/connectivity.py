@@ -62,7 +62,6 @@ and their mean; figures ``connectome`` and ``nbs_component`` (PNG bytes).
 """
 from __future__ import annotations
 
-import io
 import re
 import warnings
 from functools import lru_cache
@@ -79,7 +78,7 @@ from .. import atlas, contrasts
 from ..cohort import Cohort, Run, Subject
 from ..config import Config
 from ..errors import InputError
-from ..results import GroupResult, SubjectResult, empty_findings
+from ..results import GroupResult, SubjectResult, empty_findings, figure_png
 from ..stats import effects
 from ..stats.nbs import nbs as _nbs
 
@@ -1111,11 +1110,7 @@ def _seed_group_maps(kept, parts, usable, extra, covs, chunk: int = 20000) -> di
 
 
 def _png(fig) -> bytes:
-    import matplotlib.pyplot as plt
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
-    plt.close(fig)
-    return buf.getvalue()
+    return figure_png(fig, tight=True)
 
 
 def _connectome_figure(names, stack, parts, level) -> bytes:

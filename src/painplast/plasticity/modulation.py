@@ -22,7 +22,6 @@ a figure of each participant's modulation index against the behavioural modulati
 """
 from __future__ import annotations
 
-import io
 from typing import Sequence
 
 import numpy as np
@@ -32,7 +31,7 @@ from .. import atlas, contrasts
 from ..cohort import Cohort, Subject
 from ..config import Config
 from ..errors import InputError
-from ..results import GroupResult, SubjectResult
+from ..results import GroupResult, SubjectResult, figure_png
 from . import _firstlevel as fl
 
 NAME = "modulation"
@@ -176,10 +175,7 @@ def _figure(features: pd.DataFrame, parts: pd.DataFrame, columns: Sequence[str])
     fig.supxlabel("behavioural modulation score")
     fig.supylabel("modulation index / PPI")
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90)
-    plt.close(fig)
-    return buf.getvalue()
+    return figure_png(fig)
 
 
 def group(results: list[SubjectResult], cohort: Cohort, config: Config) -> GroupResult:

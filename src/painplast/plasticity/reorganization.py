@@ -65,7 +65,6 @@ Group stage: findings for ``shift_mm`` and ``asymmetry`` with the ``patient-cont
 from __future__ import annotations
 
 import hashlib
-import io
 from typing import Sequence
 
 import numpy as np
@@ -77,7 +76,7 @@ from .. import atlas, contrasts
 from ..cohort import Cohort, Subject
 from ..config import Config
 from ..errors import InputError
-from ..results import GroupResult, SubjectResult
+from ..results import GroupResult, SubjectResult, figure_png
 from . import _firstlevel as fl
 
 NAME = "reorganization"
@@ -484,9 +483,7 @@ def correlation_table(features: pd.DataFrame, participants: pd.DataFrame,
 def _png(fig) -> bytes:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     FigureCanvasAgg(fig)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90)
-    return buf.getvalue()
+    return figure_png(fig)
 
 
 def _is_patient(participants: pd.DataFrame, index) -> np.ndarray:

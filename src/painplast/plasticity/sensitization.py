@@ -28,7 +28,6 @@ Signature responses follow CANlab's ``apply_mask``: the weight map is resampled 
 """
 from __future__ import annotations
 
-import io
 import re
 from functools import lru_cache
 from pathlib import Path
@@ -42,7 +41,7 @@ from .. import atlas, contrasts
 from ..cohort import Cohort, Subject
 from ..config import Config
 from ..errors import InputError
-from ..results import GroupResult, SubjectResult, empty_clusters
+from ..results import GroupResult, SubjectResult, empty_clusters, figure_png
 from . import _firstlevel as fl
 
 NAME = "sensitization"
@@ -450,10 +449,7 @@ def _curve_figure(curves: pd.DataFrame) -> bytes:
     fig.supxlabel("stimulus intensity")
     fig.supylabel("ROI response (% signal)")
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90)
-    plt.close(fig)
-    return buf.getvalue()
+    return figure_png(fig)
 
 
 def group(results: list[SubjectResult], cohort: Cohort, config: Config) -> GroupResult:

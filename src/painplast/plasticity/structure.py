@@ -43,7 +43,6 @@ Group stage:
 from __future__ import annotations
 
 import csv
-import io
 import re
 import warnings
 from functools import lru_cache
@@ -59,7 +58,7 @@ from .. import atlas, contrasts
 from ..cohort import Cohort, Subject
 from ..config import Config
 from ..errors import InputError
-from ..results import CLUSTERS_COLUMNS, GroupResult, SubjectResult, empty_clusters
+from ..results import CLUSTERS_COLUMNS, GroupResult, SubjectResult, empty_clusters, figure_png
 
 NAME = "structure"
 DEFAULTS: dict[str, Any] = {
@@ -684,9 +683,7 @@ def voxelwise(results: Sequence[SubjectResult], participants: pd.DataFrame, extr
 # ----------------------------------------------------------------------------- figures
 
 def _png(fig) -> bytes:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90)
-    return buf.getvalue()
+    return figure_png(fig)
 
 
 def glass_brain_png(t_img, logp_img=None, alpha: float = 0.05, title: str = "") -> bytes:
