@@ -78,6 +78,9 @@ def test_ground_truth_form_and_default_sizes():
         assert e["direction"] in (1, -1)
         if e["contrast"] == "age":
             assert 0.4 <= e["size"] <= 0.65
+        elif e["contrast"] == "responder-nonresponder":
+            # within patients only: planted above the group range (docs/architecture.md, Decisions)
+            assert 1.25 <= e["size"] <= 1.5, e
         elif e["size_unit"] == "cohen_d":
             assert 0.75 <= e["size"] <= 1.25, e        # the literature's range (docs/architecture.md)
         else:

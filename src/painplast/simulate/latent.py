@@ -151,7 +151,7 @@ def latents(params: SimulationParameters, clin: pd.DataFrame, rng: np.random.Gen
         if r == "dacc":
             z = z + sc(params.responder_dacc_index) * np.sqrt(1 + eta["dacc"] ** 2) * resp_centered
         out[f"mi_{r}"] = (MI_MEAN + MI_SD * z) * gain
-    out["ppi_pag_racc"] = (PPI_MEAN + PPI_SD * (rng.normal(0, 1, n) + sc(0.9) * cap)) * gain
+    out["ppi_pag_racc"] = (PPI_MEAN + PPI_SD * (rng.normal(0, 1, n) + sc(params.modulation_ppi_coupling) * cap)) * gain
     # connectivity
     z = (rng.normal(0, 1, n) + sc(params.connectivity_mpfc_nacc) * burden * pat
          + sc(params.responder_mpfc_nacc) * resp_centered)
@@ -174,7 +174,7 @@ def latents(params: SimulationParameters, clin: pd.DataFrame, rng: np.random.Gen
     side = clin["affected_side"].to_numpy()
     affected_hemi = np.where(side == "left", 1.0, -1.0)  # left hand -> right hemisphere (x > 0)
     pain_rel = clin["pain_intensity"].to_numpy() / MEAN_PAIN
-    magnitude = sc(params.reorganization_shift_mm) * pain_rel * np.clip(rng.normal(1, 0.35, n), 0, None) * pat
+    magnitude = sc(params.reorganization_shift_mm) * pain_rel * np.clip(rng.normal(1, params.reorganization_shift_cv, n), 0, None) * pat
     direction = np.stack([0.6 * affected_hemi, np.full(n, 0.2), np.full(n, -0.77)], axis=1)
     direction /= np.linalg.norm(direction, axis=1, keepdims=True)
     nominal_a = np.stack([38.0 * affected_hemi, np.full(n, -28.0), np.full(n, 56.0)], axis=1)

@@ -60,23 +60,29 @@ class SimulationParameters:
     n_noise_components: int = 24
     motion_artifact: float = 0.4
 
-    # planted group effects: patient shift in SD units of the (control) latent
-    sensitization_slope_insula_posterior: float = 1.1
-    sensitization_slope_dacc: float = 1.0
-    sensitization_response_thalamus: float = 0.9
+    # planted group effects: patient shift in SD units of the (control) latent. The defaults
+    # give recorded sizes of d 1.06-1.25 (patient-control), r 0.45-0.60 (clinical correlations)
+    # and d 1.34-1.43 (responder-nonresponder, tested within patients only), so that 120
+    # participants find each planted effect in >= 87% of cohorts (benchmarks/power.py;
+    # docs/architecture.md, "Decisions").
+    sensitization_slope_insula_posterior: float = 1.3
+    sensitization_slope_dacc: float = 1.3
+    sensitization_response_thalamus: float = 1.2
     reorganization_shift_mm: float = 3.0       # mean shift of the affected-hand map in patients
     reorganization_shrink: float = 0.12        # fractional shrinkage of the affected-hand map
-    connectivity_mpfc_nacc: float = 1.1
-    connectivity_dmn_insula: float = 1.0
-    gm_loss_dlpfc: float = 1.1
-    gm_loss_insula_anterior: float = 1.0
-    gm_loss_thalamus: float = 0.9
-    gm_loss_dacc: float = 1.1
-    modulation_capacity_deficit: float = 1.4   # patients' lower endogenous modulation (SD units)
+    reorganization_shift_cv: float = 0.15      # between-patient spread of the shift at equal pain
+    connectivity_mpfc_nacc: float = 1.3
+    connectivity_dmn_insula: float = 1.3
+    gm_loss_dlpfc: float = 1.6
+    gm_loss_insula_anterior: float = 1.4
+    gm_loss_thalamus: float = 1.3
+    gm_loss_dacc: float = 1.4
+    modulation_capacity_deficit: float = 1.7   # patients' lower endogenous modulation (SD units)
+    modulation_ppi_coupling: float = 1.1       # loading of the PAG-rACC PPI on modulation capacity
     # baseline differences between later responders and non-responders (SD units)
-    responder_mpfc_nacc: float = -1.0
-    responder_dacc_index: float = 0.9
-    responder_gm_dlpfc: float = 0.95
+    responder_mpfc_nacc: float = -1.6
+    responder_dacc_index: float = 1.45
+    responder_gm_dlpfc: float = 1.8
     # age: gray-matter fraction lost per year (realistic, present also under null)
     gm_age_slope: float = 0.0035
 

@@ -1,0 +1,182 @@
+"""Power of the a-priori findings tables at the simulator's default sizes, from its latent model.
+
+usage: python benchmarks/power.py [--participants 120] [--sites 3] [--seeds 200]
+                                  [--reliability-from DIR] [--effect-scale 1.0]
+
+A full recovery run (``benchmarks/recovery.py``) simulates images and takes ~10 minutes for one
+seed, so it cannot say how often a planted effect is found. This script answers that for many
+seeds in seconds: for each seed it draws the cohort's participants exactly as ``simulate`` does
+(:func:`painplast.simulate.latent_cohort`), degrades each noise-free feature to the reliability
+that painplast's measurement reaches on simulated images (correlation of the measured feature
+with ``participants_truth.tsv``; defaults below were measured at 4 mm on 120 participants, or read
+from a finished recovery run with ``--reliability-from``), fills the a-priori features the
+latent model leaves unplanted with independent noise, and builds each module's findings table
+with the same tests, covariates and Holm family as the module's group stage. It prints, per
+planted effect, the share of seeds in which it is found (right sign, Holm p < 0.05) and, per
+module, the share of seeds in which every planted effect is found and the share with any false
+positive. The last line is one JSON object.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+# correlation of painplast's measurement with the noise-free truth, by feature kind (4 mm, 120
+# participants, seed 0; docs in benchmarks/RESULTS.md "recovery")
+RELIABILITY = {"response": 0.95, "slope": 0.85, "index": 0.96, "ppi": 0.79, "shift_mm": 0.90,
+               "asymmetry": 0.82, "coupling": 0.93, "gm": 0.99}
+
+
+def _kind(feature: str) -> str:
+    name = feature.split(".", 1)[1]
+    if feature.startswith("connectivity."):
+        return "coupling"
+    if feature.startswith("structure."):
+        return "gm"
+    for k in ("response", "slope", "index", "ppi", "shift_mm", "asymmetry"):
+        if name.endswith(k):
+            return k
+    raise KeyError(feature)
+
+
+def module_tests() -> dict[str, list[tuple[str, str]]]:
+    """Each module's findings rows, taken from the modules themselves."""
+    from painplast import atlas
+    from painplast.plasticity import connectivity, modulation, reorganization, structure
+
+    sens = [(f"sensitization.{r}_{k}", "patient-control") for r in atlas.PAIN_PROCESSING_REGIONS
+            for k in ("response", "slope")]
+    reorg = [(f, c) for f in reorganization.A_PRIORI for c in reorganization.CONTRASTS]
+    conn = [(f"connectivity.{c}", k) for c in atlas.COUPLINGS for k in connectivity.FINDINGS_CONTRASTS]
+    mod_feats = ([f"modulation.{r}_index" for r in atlas.PAIN_PROCESSING_REGIONS]
+                 + [f"modulation.{p}" for p in modulation.PPI])
+    mod = [(f, c) for f in mod_feats for c in modulation.CONTRASTS]
+    return {"sensitization": sens, "reorganization": reorg, "connectivity": conn,
+            "structure": structure.a_priori_tests(), "modulation": mod}
+
+
+def measured_reliability(run_dir: Path) -> dict[str, float]:
+    """Correlation of measured features (a finished run) with participants_truth.tsv."""
+    truth = pd.read_csv(run_dir / "bids" / "derivatives" / "simulation" / "participants_truth.tsv",
+                        sep="\t", index_col="participant_id")
+    out = {}
+    for path in sorted((run_dir / "derivatives").glob("sub-*/sub-*_desc-*_features.tsv")):
+        row = pd.read_csv(path, sep="\t")
+        for col in row.columns:
+            if col in truth:
+                out.setdefault(col, {})[row["participant_id"].iloc[0] if "participant_id" in row else path.name.split("_")[0]] = float(row[col].iloc[0])
+    rel = {}
+    for col, values in out.items():
+        s = pd.Series(values)
+        t = truth.loc[s.index, col]
+        ok = np.isfinite(s) & np.isfinite(t)
+        if ok.sum() > 10 and np.std(t[ok]) > 0:
+            rel[col] = float(np.corrcoef(s[ok], t[ok])[0, 1])
+    return rel
+
+
+def one_seed(seed: int, args, tests, planted, rel_by_feature) -> dict:
+    from painplast import contrasts
+    from painplast.simulate import SimulationParameters, _cohort_latents, _participants
+    from painplast.simulate.latent import truth_features
+
+    params = _params(args, seed)
+    # the same participants as simulate(params) and latent_cohort(params) give
+    clin, lat, ids, _ = _cohort_latents(params)
+    feats = truth_features(lat)
+    feats.index = ids
+    parts = _participants(clin, ids).set_index("participant_id")
+    rng = np.random.default_rng([seed, 2024])
+    out = {}
+    for module, rows in tests.items():
+        cols = {}
+        for feature in dict.fromkeys(f for f, _ in rows):
+            if feature in feats:
+                y = feats[feature].to_numpy(float)
+                r = rel_by_feature.get(feature, RELIABILITY[_kind(feature)])
+                sd = np.std(y) * np.sqrt(max(1.0 / r ** 2 - 1.0, 0.0))
+                cols[feature] = y + rng.normal(0, sd, len(y))
+            else:
+                cols[feature] = rng.normal(0, 1, len(feats))
+        table = pd.DataFrame(cols, index=feats.index)
+        extra = pd.DataFrame({"gm_total": feats["structure.gm_total"],
+                              # the simulator's mean FD target (patients move a little more)
+                              "mean_fd": clin["mean_fd_target"].to_numpy()}, index=feats.index)
+        covs = {f: contrasts.module_covariates(module, f) for f in table}
+        found = contrasts.findings_table(table, parts, rows, extra_covariates=covs, extra=extra)
+        sig = found[found["p_corrected"] < 0.05]
+        keys = {(f, c): np.sign(e) for f, c, e in zip(sig["feature"], sig["contrast"], sig["estimate"])}
+        hits, fps = [], 0
+        for eff in planted.get(module, []):
+            hits.append(keys.get((eff["feature"], eff["contrast"])) == eff["direction"])
+        planted_keys = {(e["feature"], e["contrast"]) for e in planted.get(module, [])}
+        fps = sum(1 for k in keys if k not in planted_keys)
+        out[module] = {"hits": hits, "false_positives": fps}
+    return out
+
+
+def _params(args, seed: int = 0):
+    from painplast.simulate import SimulationParameters
+
+    changes = {}
+    for item in args.set:
+        key, value = item.split("=", 1)
+        changes[key] = float(value)
+    return SimulationParameters(n_participants=args.participants, n_sites=args.sites, seed=seed,
+                                effect_scale=args.effect_scale, null=args.null, **changes)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--participants", type=int, default=120)
+    ap.add_argument("--sites", type=int, default=3)
+    ap.add_argument("--seeds", type=int, default=200)
+    ap.add_argument("--effect-scale", type=float, default=1.0)
+    ap.add_argument("--null", action="store_true")
+    ap.add_argument("--set", action="append", default=[], metavar="PARAMETER=VALUE",
+                    help="override a SimulationParameters field (what-if for the defaults)")
+    ap.add_argument("--reliability-from", type=Path, default=None,
+                    help="a recovery.py --keep folder: use its measured reliabilities")
+    args = ap.parse_args(argv)
+
+    from painplast.simulate.truth import ground_truth
+
+    truth = ground_truth(_params(args))
+    planted: dict[str, list] = {}
+    for e in truth["effects"]:
+        planted.setdefault(e["module"], []).append(e)
+    rel = measured_reliability(args.reliability_from) if args.reliability_from else {}
+    tests = module_tests()
+    results = [one_seed(s, args, tests, planted, rel) for s in range(args.seeds)]
+
+    summary = {}
+    print(f"{args.participants} participants, {args.sites} sites, {args.seeds} seeds, "
+          f"effect scale {args.effect_scale}{', null' if args.null else ''}")
+    for module in tests:
+        effs = planted.get(module, [])
+        hits = np.array([r[module]["hits"] for r in results], bool).reshape(args.seeds, len(effs))
+        fps = np.array([r[module]["false_positives"] for r in results])
+        print(f"\n{module}: {len(tests[module])} rows in the Holm family")
+        for j, e in enumerate(effs):
+            print(f"  {e['feature']:<38} {e['contrast']:<24} size {e['size']:.2f}  "
+                  f"found in {hits[:, j].mean():6.1%}")
+        all_found = float(hits.all(axis=1).mean()) if effs else None
+        print(f"  every planted effect found: {all_found if all_found is None else f'{all_found:.1%}'}; "
+              f"runs with a false positive: {np.mean(fps > 0):.1%}")
+        summary[module] = {"rows": len(tests[module]), "all_found": all_found,
+                           "per_effect": {f"{e['feature']}|{e['contrast']}": round(float(hits[:, j].mean()), 3)
+                                          for j, e in enumerate(effs)},
+                           "fwer": round(float(np.mean(fps > 0)), 3)}
+    print(json.dumps({"benchmark": "power", "participants": args.participants, "sites": args.sites,
+                      "seeds": args.seeds, "effect_scale": args.effect_scale, "null": args.null,
+                      "modules": summary}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
