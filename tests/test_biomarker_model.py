@@ -71,6 +71,33 @@ def test_confound_regression_matches_least_squares():
     np.testing.assert_allclose(step.transform(X[60:]), expected, atol=1e-10)
 
 
+@pytest.mark.parametrize("estimator", ["logistic", "svm", "ridge"])
+def test_fit_in_the_rows_span_equals_the_fit_on_all_features(estimator):
+    # 40 participants x 600 features: the model fitted in the 40-dimensional span of the rows
+    # (BiomarkerModel's shortcut for p > n) must be the model sklearn fits on all 600 columns
+    from sklearn.base import clone
+
+    from painplast.biomarker.model import _make_estimator, fit_in_row_space
+
+    rng = np.random.default_rng(3)
+    Z = rng.normal(size=(40, 600))
+    signal = Z[:, :5].sum(axis=1) + rng.normal(size=40)
+    y = signal if estimator == "ridge" else (signal > 0).astype(int)
+    penalty = {"logistic": 0.01, "svm": 0.001, "ridge": 50.0}[estimator]
+    spec = _make_estimator(estimator, penalty, 0)
+    if estimator != "ridge":
+        spec.set_params(tol=1e-10, max_iter=100_000)
+    direct = clone(spec).fit(Z, y)
+    fast = fit_in_row_space(clone(spec), Z, y)
+    assert fast.coef_.shape == direct.coef_.shape == (1, 600) or estimator == "ridge"
+    scale = np.abs(direct.coef_).max()
+    np.testing.assert_allclose(fast.coef_, direct.coef_, atol=1e-5 * scale)
+    np.testing.assert_allclose(fast.intercept_, direct.intercept_, atol=1e-5 * max(scale, 1))
+    new = rng.normal(size=(10, 600))
+    out = (lambda m: m.predict(new)) if estimator == "ridge" else (lambda m: m.decision_function(new))
+    np.testing.assert_allclose(out(fast), out(direct), rtol=1e-4, atol=1e-6)
+
+
 def _fit_two_sites():
     feats, parts = sim_table(n_participants=90, n_sites=3, seed=5, effect_scale=1.5)
     X = design(from_frame(feats), parts)

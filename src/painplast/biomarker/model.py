@@ -61,6 +61,7 @@ from painplast.errors import InputError, MissingColumnError
 from painplast.stats.harmonize import ComBatModel
 
 __all__ = ["CONFOUNDS", "TARGET_COLUMN", "ConfoundRegression", "BiomarkerModel", "Target",
+           "fit_in_row_space",
            "resolve_target", "design", "strata", "adapt_to_new_sites", "save", "predict"]
 
 #: Confounds regressed out (and preserved through ComBat), when present.
@@ -516,6 +517,61 @@ def _default_grid(estimator: str, n_features: int) -> list[float]:
     return list(max(n_features, 1) * np.logspace(-3, 2, 6))  # ridge alpha
 
 
+#: Estimators whose fit depends on the data only through inner products of the rows (an L2
+#: penalty on the weights, an unrotated intercept), so that they can be fitted in the rows' span.
+_ROW_SPACE_ESTIMATORS = ("logistic", "svm", "ridge")
+
+
+def _row_space(estimator: str, Z: np.ndarray) -> np.ndarray | None:
+    """An orthonormal basis (p, n) of the span of the training rows, when p > n (else None).
+
+    An L2-penalized linear model's weights lie in the span of the training rows (representer
+    theorem): writing ``w = Q b`` with ``Q`` orthonormal leaves the loss (``Z w = (Z Q) b``) and
+    the penalty (``|w| = |b|``) unchanged, so fitting on ``Z Q`` (n x n) and mapping the weights
+    back with ``Q`` gives the same model as fitting on ``Z`` (n x p), at the cost of a QR
+    decomposition instead of a solver over p = 35,000 edges.
+    """
+    if estimator not in _ROW_SPACE_ESTIMATORS or Z.shape[1] <= Z.shape[0]:
+        return None
+    basis, _ = np.linalg.qr(np.asarray(Z, dtype=np.float64).T)
+    return basis
+
+
+def fit_in_row_space(estimator, Z, y):
+    """Fit an L2-penalized linear model in the span of the training rows (same model, faster).
+
+    Parameters
+    ----------
+    estimator : LogisticRegression, LinearSVC or Ridge
+        Unfitted; other estimators are fitted as they are.
+    Z : ndarray, shape (n, p)
+    y : ndarray, shape (n,)
+
+    Returns
+    -------
+    The fitted estimator, with ``coef_`` of shape (.., p), as ``estimator.fit(Z, y)`` would give
+    (to the solver's tolerance).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn.linear_model import Ridge
+    >>> rng = np.random.default_rng(0)
+    >>> Z, y = rng.normal(size=(10, 50)), rng.normal(size=10)
+    >>> fast = fit_in_row_space(Ridge(alpha=1.0), Z, y)
+    >>> bool(np.allclose(fast.coef_, Ridge(alpha=1.0).fit(Z, y).coef_))
+    True
+    """
+    kinds = {LogisticRegression: "logistic", LinearSVC: "svm", Ridge: "ridge"}
+    basis = _row_space(kinds.get(type(estimator), ""), Z)
+    if basis is None:
+        return estimator.fit(Z, y)
+    estimator.fit(np.asarray(Z, dtype=np.float64) @ basis, y)
+    estimator.coef_ = estimator.coef_ @ basis.T  # back to one weight per feature
+    estimator.n_features_in_ = Z.shape[1]
+    return estimator
+
+
 def _make_estimator(estimator: str, penalty: float, random_state):
     if estimator == "logistic":
         return LogisticRegression(C=penalty, class_weight="balanced", max_iter=2000, tol=1e-4)
@@ -781,6 +837,9 @@ class BiomarkerModel(BaseEstimator):
                 steps, Ztr = self._preprocess(spec, Xtr, None if coded is None else coded[train],
                                               len(spec["features"]))
                 Zte = self._apply(steps, self.pipeline_input(Xte, spec))
+                basis = _row_space(estimator, Ztr)
+                if basis is not None:  # the whole penalty path in the training rows' span
+                    Ztr, Zte = Ztr @ basis, Zte @ basis
                 path = None  # the penalty path, warm-started from the previous penalty
                 for p in np.argsort(penalties):
                     path = self._fit_final(estimator, penalties[p], Ztr, y[train], warm=path)
@@ -809,7 +868,9 @@ class BiomarkerModel(BaseEstimator):
             fitted = _make_estimator(estimator, penalty, self.random_state)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
-            return fitted.fit(Z, y)
+            if warm is not None:
+                return fitted.fit(Z, y)
+            return fit_in_row_space(fitted, Z, y)
 
     # ---------------------------------------------------------------- prediction
     def _steps_for(self, X_input):
