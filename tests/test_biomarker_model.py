@@ -103,14 +103,18 @@ def _fit_two_sites():
     X = design(from_frame(feats), parts)
     target = resolve_target(parts, "diagnosis")
     train = X.index[X["site"] != "site3"]
-    model = BiomarkerModel(inner_folds=3).fit(X.loc[train], target.y.loc[train].to_numpy())
+    # one screening share, so that the saved pipeline always holds a screening step
+    model = BiomarkerModel(inner_folds=3, screening=(25,)).fit(X.loc[train],
+                                                              target.y.loc[train].to_numpy())
     return feats, parts, X, target, model
 
 
 def test_saved_model_reloads_in_fresh_process_and_edits_are_refused(tmp_path):
     feats, parts, X, target, model = _fit_two_sites()
     assert [name for name, _ in model.pipeline_.steps] == ["combat", "confounds", "scale",
-                                                           "estimator"]
+                                                           "screening", "estimator"]
+    kept = model.coefficients()
+    assert (kept != 0).sum() == round(0.25 * len(kept))  # screened-out features weigh nothing
     path = save(model, tmp_path / "models" / "diagnosis", metadata={"target": "diagnosis"})
     old = X.index[X["site"] != "site3"]
     feats.loc[old].to_csv(tmp_path / "features.tsv", sep="\t")

@@ -97,6 +97,8 @@ def _config(config_file, modules, n_permutations, signatures, seed) -> Config:
 @click.option("--scheduler", default=None, help="dask.distributed scheduler address (tcp://HOST:PORT).")
 @click.option("--dask-workers", type=int, default=None, help="Start a local dask cluster with N workers.")
 @click.option("--biomarker", "biomarkers", multiple=True, help="Build a biomarker for diagnosis, treatment or a participants column (group level); repeatable.")
+@click.option("--biomarker-features", type=click.Choice(["a-priori", "all"]), default=None,
+              help="Biomarker features: the modules' a-priori features (their findings rows; default) or all subject features.")
 @click.option("--n-permutations", type=int, default=None, help="Permutations for voxel-wise and network inference.")
 @click.option("--seed", type=int, default=None, help="Random seed of the run.")
 @click.option("--config", "config_file", type=click.Path(path_type=Path), default=None, help="JSON file of Config fields.")
@@ -104,14 +106,18 @@ def _config(config_file, modules, n_permutations, signatures, seed) -> Config:
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @click.option("-v", "--verbose", is_flag=True, help="Log progress to stderr.")
 def run(bids_dir, output_dir, analysis_level, participant_label, modules, atlas, signatures, n_jobs,
-        scheduler, dask_workers, biomarkers, n_permutations, seed, config_file, derivatives, quiet, verbose):
+        scheduler, dask_workers, biomarkers, biomarker_features, n_permutations, seed, config_file,
+        derivatives, quiet, verbose):
     """Run painplast on BIDS_DIR, writing derivatives to OUTPUT_DIR (BIDS-Apps convention)."""
     from .cohort import Cohort
     from . import engine
     config = _config(config_file, modules, n_permutations, signatures, seed)
-    if atlas:
+    if atlas or biomarker_features:
         opts = {k: dict(v) for k, v in config.options.items()}
-        opts.setdefault("connectivity", {})["atlas"] = atlas
+        if atlas:
+            opts.setdefault("connectivity", {})["atlas"] = atlas
+        if biomarker_features:
+            opts.setdefault("biomarker", {})["features"] = biomarker_features
         config = config.replace(options=opts)
     cohort = Cohort.from_bids(bids_dir, derivatives=list(derivatives) or None,
                               participant_label=list(participant_label) or None, space=config.space)
@@ -142,7 +148,7 @@ def _check_output_dir(bids_dir: Path, output_dir: Path) -> None:
 
 
 BIOMARKER_DEFAULTS = {"folds": 5, "inner_folds": 5, "repeats": 5, "n_permutations": 100,
-                      "n_bootstrap": 2000, "learning": True, "n_jobs": 1}
+                      "n_bootstrap": 2000, "learning": True, "n_jobs": 1, "features": "a-priori"}
 
 
 def _biomarker(cohort, config, output_dir, target, **overrides):
@@ -153,7 +159,10 @@ def _biomarker(cohort, config, output_dir, target, **overrides):
     except ImportError:  # pragma: no cover - the biomarker package ships with painplast
         raise NotAvailableError("the biomarker engine is not available") from None
     options = {**BIOMARKER_DEFAULTS, **config.options.get("biomarker", {}), **overrides}
-    table = from_derivatives(output_dir).complete().informative()
+    table = from_derivatives(output_dir)
+    if options.pop("features") == "a-priori":  # the findings tables' features (docs/architecture.md)
+        table = table.a_priori(output_dir)
+    table = table.complete().informative()
     participants = cohort.participants.reset_index()
     result, _ = run_biomarker(table, participants, target, random_state=config.random_state,
                               out_dir=output_dir, overwrite=True, **options)

@@ -199,6 +199,58 @@ class FeatureTable:
                              fix="check that the modules ran on these participants")
         return FeatureTable(data[keep], {c: self.provenance[c] for c in keep}, self.excluded)
 
+    def a_priori(self, derivatives_dir: str | os.PathLike,
+                 keep: Sequence[str] = ("mean_fd",)) -> "FeatureTable":
+        """The features each module tests a priori: the rows of ``group/<module>_findings.tsv``.
+
+        The findings tables list each module's named, hypothesis-driven features (regional
+        responses and slopes, named couplings, regional gray matter, modulation indices, the
+        somatotopic shift; ``docs/developing.md``), fixed before any data are seen, so choosing
+        them uses no outcome. Exploratory features (graph metrics, map coordinates, quality
+        measures) are left out; a module without a findings table keeps all its features.
+
+        Parameters
+        ----------
+        derivatives_dir : path
+            The painplast output folder (with ``group/``).
+        keep : sequence of str
+            Columns kept whatever the findings say (``<module>.<name>`` or ``<name>``): the
+            confounds the biomarker reads from feature files (mean framewise displacement).
+
+        Returns
+        -------
+        FeatureTable
+
+        Examples
+        --------
+        >>> import tempfile, pathlib, pandas as pd
+        >>> out = pathlib.Path(tempfile.mkdtemp()); (out / "group").mkdir()
+        >>> pd.DataFrame({"feature": ["m.a", "m.a"], "contrast": ["patient-control", "age"]}).to_csv(
+        ...     out / "group" / "m_findings.tsv", sep="\\t", index=False)
+        >>> t = from_frame(pd.DataFrame({"m.a": [1., 2.], "m.b": [3., 4.], "m.mean_fd": [.1, .2]}))
+        >>> t.a_priori(out).features
+        ['m.a', 'm.mean_fd']
+        """
+        group = Path(derivatives_dir) / "group"
+        chosen = []
+        for module in self.modules:
+            path = group / f"{module}_findings.tsv"
+            columns = self.columns_of(module)
+            if not path.exists():
+                chosen += columns
+                continue
+            try:
+                named = set(pd.read_csv(path, sep="\t", usecols=["feature"])["feature"].astype(str))
+            except (OSError, ValueError, pd.errors.ParserError) as error:
+                raise InputError(f"cannot read the findings table ({error})", path=path,
+                                 fix="rerun the group stage of this module") from None
+            chosen += [c for c in columns if c in named or c.split(".", 1)[-1] in set(keep)
+                       or c in set(keep)]
+        if not chosen:
+            raise InputError("no feature of the findings tables is in the feature table",
+                             path=group, fix="use all features (--biomarker-features all)")
+        return self.select(features=chosen)
+
     def to_tsv_frame(self) -> pd.DataFrame:
         """The table with ``participant_id`` as first column (for writing as TSV)."""
         return self.data.reset_index()

@@ -14,7 +14,9 @@ confounds; :func:`design` builds it from a feature table and participants.tsv) a
    (:func:`adapt_to_new_sites`: label-free, as neuroHarmonize does).
 2. Confound regression (:class:`ConfoundRegression`): age, sex, motion (``mean_fd``) and, without
    ComBat, site indicators are regressed out of every feature, coefficients from training data.
-3. Scaling (``StandardScaler``), optional dimension reduction (``PCA``).
+3. Scaling (``StandardScaler``), then either univariate feature screening (:class:`Screening`,
+   as nilearn's ``Decoder`` screens; the inner cross-validation picks the share kept, all
+   features included among the choices) or, if asked, dimension reduction (``PCA``).
 4. The estimator: L2-penalized logistic regression or a linear SVM for classes, ridge or a linear
    SVR for continuous outcomes. Its penalty is chosen by an inner, stratified cross-validation
    within the training data (so an outer cross-validation of this estimator is a nested one);
@@ -61,13 +63,15 @@ from painplast.errors import InputError, MissingColumnError
 from painplast.stats.harmonize import ComBatModel
 
 __all__ = ["CONFOUNDS", "TARGET_COLUMN", "ConfoundRegression", "BiomarkerModel", "Target",
-           "fit_in_row_space",
+           "Screening", "fit_in_row_space",
            "resolve_target", "design", "strata", "adapt_to_new_sites", "save", "predict"]
 
 #: Confounds regressed out (and preserved through ComBat), when present.
 CONFOUNDS = ("age", "sex", "mean_fd")
 #: Pipeline-input column holding the target's training mean (ComBat's preserved target covariate).
 TARGET_COLUMN = "__target__"
+#: Default screening percentiles the inner cross-validation chooses from (100 = no screening).
+SCREENING = (10.0, 25.0, 50.0, 100.0)
 #: Target aliases (architecture.md): name -> participants column.
 ALIASES = {"diagnosis": "group", "treatment": "treatment_response"}
 
@@ -430,6 +434,70 @@ class ConfoundRegression(TransformerMixin, BaseEstimator):
 # harmonizing sites unseen in training
 
 
+class Screening(TransformerMixin, BaseEstimator):
+    """Keep the features with the largest univariate F statistic (fitted on training data).
+
+    The screening step of nilearn's ``Decoder`` (``screening_percentile``), as a pipeline step
+    that :mod:`painplast.biomarker.store` saves without pickle (``support_`` is a boolean array).
+
+    Parameters
+    ----------
+    percentile : float
+        Share of the features kept, in (0, 100]; at least one feature is kept.
+    kind : {"binary", "multiclass", "continuous"}
+        ANOVA F (classes) or the F of a univariate regression (continuous targets).
+
+    Attributes
+    ----------
+    scores_ : ndarray, shape (n_features_in_,)
+        F statistics (NaN for constant features, which are never kept).
+    support_ : ndarray of bool, shape (n_features_in_,)
+        The features kept.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> X = rng.normal(size=(40, 10)); y = np.repeat([0, 1], 20); X[y == 1, 3] += 2
+    >>> Screening(percentile=10, kind="binary").fit(X, y).support_.nonzero()[0].tolist()
+    [3]
+    """
+
+    def __init__(self, percentile=100.0, kind="binary"):
+        self.percentile = percentile
+        self.kind = kind
+
+    def fit(self, X, y):
+        from sklearn.feature_selection import f_classif, f_regression
+
+        X = np.asarray(X, dtype=np.float64)
+        with np.errstate(divide="ignore", invalid="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            warnings.filterwarnings("ignore", message=".*constant.*")
+            scores = (f_regression(X, np.asarray(y, float))[0] if self.kind == "continuous"
+                      else f_classif(X, np.asarray(y).astype(str))[0])
+        self.scores_ = np.asarray(scores, dtype=np.float64)
+        self.support_ = _top_share(self.scores_, self.percentile)
+        self.n_features_in_ = X.shape[1]
+        return self
+
+    def transform(self, X):
+        check_is_fitted(self, "support_")
+        return np.asarray(X, dtype=np.float64)[:, self.support_]
+
+
+def _top_share(scores: np.ndarray, percentile: float) -> np.ndarray:
+    """Boolean mask of the ``percentile`` % largest finite scores (at least one)."""
+    finite = np.isfinite(scores)
+    keep = np.zeros(len(scores), bool)
+    k = max(1, int(round(len(scores) * float(percentile) / 100.0)))
+    k = min(k, int(finite.sum()))
+    if k:
+        order = np.argsort(np.where(finite, -scores, np.inf), kind="stable")
+        keep[order[:k]] = True
+    return keep
+
+
 def _new_site_model(model: ComBatModel, Y, site, covariates) -> ComBatModel:
     """``model`` extended with the effects of the sites in ``site`` it has not seen (label-free)."""
     from painplast.stats.harmonize import _posterior, _priors  # the reference's EB iteration
@@ -629,6 +697,10 @@ class BiomarkerModel(BaseEstimator):
     penalties : sequence of float, optional
         Candidate ``C`` (logistic, svm, svr) or ``alpha`` (ridge); default scales with the
         number of features.
+    screening : sequence of float or None
+        Candidate percentiles of univariate feature screening (:class:`Screening`, after
+        scaling); the inner cross-validation chooses one jointly with the penalty. ``None`` or
+        ``(100,)``: no screening.
     inner_folds : int
         Folds of the inner cross-validation that picks the penalty.
     random_state : int
@@ -640,8 +712,10 @@ class BiomarkerModel(BaseEstimator):
         Fitted on all training data with the chosen penalty.
     penalty_ : float
         The chosen penalty.
-    inner_scores_ : ndarray, shape (n_penalties,)
-        Mean inner-CV score of each penalty.
+    screening_ : float
+        The chosen screening percentile (100: all features).
+    inner_scores_ : ndarray, shape (n_screening, n_penalties)
+        Pooled inner-CV score of each (screening percentile, penalty).
     classes_ : ndarray
         Class labels (classification).
     feature_names_ : list of str
@@ -652,7 +726,7 @@ class BiomarkerModel(BaseEstimator):
 
     def __init__(self, kind="auto", estimator="auto", site="site", confounds=CONFOUNDS,
                  harmonize=True, preserve_target=False, n_components=None, penalties=None,
-                 inner_folds=5, random_state=0):
+                 screening=SCREENING, inner_folds=5, random_state=0):
         self.kind = kind
         self.estimator = estimator
         self.site = site
@@ -661,6 +735,7 @@ class BiomarkerModel(BaseEstimator):
         self.preserve_target = preserve_target
         self.n_components = n_components
         self.penalties = penalties
+        self.screening = screening
         self.inner_folds = inner_folds
         self.random_state = random_state
 
@@ -828,30 +903,48 @@ class BiomarkerModel(BaseEstimator):
         penalties = list(self.penalties) if self.penalties is not None else \
             _default_grid(estimator, len(spec["features"]))
         site = X[spec["site"]].astype(str).to_numpy() if spec["site"] else None
-        if len(penalties) > 1:
+        screens = sorted({min(float(v), 100.0) for v in (self.screening or (100.0,))})
+        if self.n_components is not None:
+            screens = [100.0]  # PCA is the reduction; screening would select components
+        if any(v <= 0 for v in screens):
+            raise InputError(f"screening percentiles must lie in (0, 100], got {self.screening}",
+                             fix="give percentiles such as (10, 25, 50, 100)")
+        if len(penalties) * len(screens) > 1:
             folds = _folds(self.inner_folds, y, site, self.random_state)
-            outputs = [np.empty(len(y), dtype=object if kind == "multiclass" else float)
-                       for _ in penalties]
+            outputs = [[np.empty(len(y), dtype=object if kind == "multiclass" else float)
+                        for _ in penalties] for _ in screens]
             for train, test in folds:
                 Xtr, Xte = X.iloc[train], X.iloc[test]
                 steps, Ztr = self._preprocess(spec, Xtr, None if coded is None else coded[train],
                                               len(spec["features"]))
                 Zte = self._apply(steps, self.pipeline_input(Xte, spec))
-                basis = _row_space(estimator, Ztr)
-                if basis is not None:  # the whole penalty path in the training rows' span
-                    Ztr, Zte = Ztr @ basis, Zte @ basis
-                path = None  # the penalty path, warm-started from the previous penalty
-                for p in np.argsort(penalties):
-                    path = self._fit_final(estimator, penalties[p], Ztr, y[train], warm=path)
-                    outputs[p][test] = _inner_output(kind, path, Zte)
-            mean = np.array([_pooled_score(kind, y, out) for out in outputs])
-            best = int(np.nanargmax(mean)) if np.isfinite(mean).any() else len(penalties) // 2
+                scores = Screening(100.0, kind).fit(Ztr, y[train]).scores_
+                for i, share in enumerate(screens):
+                    keep = _top_share(scores, share)
+                    A, B = Ztr[:, keep], Zte[:, keep]
+                    basis = _row_space(estimator, A)
+                    if basis is not None:  # the whole penalty path in the training rows' span
+                        A, B = A @ basis, B @ basis
+                    path = None  # the penalty path, warm-started from the previous penalty
+                    for p in np.argsort(penalties):
+                        path = self._fit_final(estimator, penalties[p], A, y[train], warm=path)
+                        outputs[i][p][test] = _inner_output(kind, path, B)
+            mean = np.array([[_pooled_score(kind, y, out) for out in row] for row in outputs])
+            if np.isfinite(mean).any():
+                best_screen, best = np.unravel_index(np.nanargmax(mean), mean.shape)
+            else:
+                best_screen, best = len(screens) - 1, len(penalties) // 2
         else:
-            mean, best = np.array([np.nan]), 0
+            mean, best_screen, best = np.array([[np.nan]]), 0, 0
         steps, Z = self._preprocess(spec, X, coded, len(spec["features"]))
+        if screens[best_screen] < 100.0:
+            screen = Screening(screens[best_screen], kind).fit(Z, y)
+            steps.append(("screening", screen))
+            Z = screen.transform(Z)
         final = self._fit_final(estimator, penalties[best], Z, y)
         self.pipeline_ = Pipeline(steps + [("estimator", final)])
         self.penalty_ = float(penalties[best])
+        self.screening_ = float(screens[best_screen])
         self.penalties_ = [float(p) for p in penalties]
         self.inner_scores_ = mean
         self.kind_ = kind
@@ -920,6 +1013,10 @@ class BiomarkerModel(BaseEstimator):
         for name, step in reversed(self.pipeline_.steps[:-1]):
             if isinstance(step, PCA):
                 coef = coef @ step.components_
+            elif isinstance(step, Screening):
+                full = np.zeros(len(step.support_))
+                full[step.support_] = coef
+                coef = full
         return pd.Series(coef[: len(self.feature_names_)], index=self.feature_names_)
 
 

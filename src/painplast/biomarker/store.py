@@ -28,6 +28,7 @@ step (exact class)            kind in model.json      stored
 ``ComBatTransformer``         ``combat``              ComBatModel arrays + column positions
 confound regression (below)   ``confound_regression`` ``coef_``, ``intercept_``, column positions
 ``StandardScaler``            ``standard_scaler``     ``mean_``, ``var_``, ``scale_``, ...
+``Screening`` (painplast)     ``screening``           ``support_`` (bool), ``scores_``
 ``PCA``                       ``pca``                 ``components_``, ``mean_``, ...
 ``LogisticRegression``        ``logistic_regression`` ``coef_``, ``intercept_``, ``classes_``
 ``LinearSVC``                 ``linear_svc``          ``coef_``, ``intercept_``, ``classes_``
@@ -95,6 +96,7 @@ from sklearn.utils.validation import check_is_fitted
 
 import painplast
 from painplast.biomarker.combat import ComBatTransformer
+from painplast.biomarker.model import Screening
 from painplast.errors import InputError
 from painplast.stats.harmonize import ComBatModel
 
@@ -107,6 +109,7 @@ WEIGHTS_NIFTI = "weights.nii.gz"
 
 _STEP_CLASSES = {  # kind -> class; the only classes a model file can instantiate
     "combat": ComBatTransformer,
+    "screening": Screening,
     "standard_scaler": StandardScaler,
     "pca": PCA,
     "logistic_regression": LogisticRegression,
@@ -290,6 +293,10 @@ def _voxel_weights(steps) -> np.ndarray:
             if step.whiten:
                 coef = coef / np.sqrt(step.explained_variance_)
             coef = coef @ step.components_
+        elif isinstance(step, Screening):
+            full = np.zeros((coef.shape[0], len(step.support_)))
+            full[:, step.support_] = coef
+            coef = full
         elif isinstance(step, StandardScaler):
             if step.scale_ is not None:
                 coef = coef / step.scale_
