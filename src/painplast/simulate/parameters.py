@@ -63,7 +63,7 @@ class SimulationParameters:
     # planted group effects: patient shift in SD units of the (control) latent. The defaults
     # give recorded sizes of d 1.06-1.25 (patient-control), r 0.45-0.60 (clinical correlations)
     # and d 1.34-1.43 (responder-nonresponder, tested within patients only), so that 120
-    # participants find each planted effect in >= 87% of cohorts (benchmarks/power.py;
+    # participants find each planted effect in >= 83% of cohorts (benchmarks/power.py;
     # docs/architecture.md, "Decisions").
     sensitization_slope_insula_posterior: float = 1.3
     sensitization_slope_dacc: float = 1.3
