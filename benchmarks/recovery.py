@@ -85,6 +85,9 @@ def main(argv=None) -> int:
                     true = e["direction"] * e["size"]
                     covered += bool(row.ci_low.iloc[0] <= true <= row.ci_high.iloc[0])
         last["size_in_ci"] = covered
+        if module == "connectivity":
+            last["nbs"] = _nbs_overlap(out / "group" / "connectivity_nbs.tsv", truth)
+            print(f"NBS: {last['nbs']}")
         summary["modules"][module] = last
     for target in filter(None, args.biomarker.split(",")):
         from painplast.cli import _biomarker
@@ -108,6 +111,21 @@ def main(argv=None) -> int:
             "permutation_p": res["permutation_p"]}
     print(json.dumps(summary))
     return 0
+
+
+def _nbs_overlap(path: Path, truth: dict) -> dict:
+    """The planted NBS component against the significant components found (edges, nodes)."""
+    planted = truth.get("connectivity_component") or {}
+    edges = {frozenset(e) for e in planted.get("edges", [])}
+    if not path.exists() or not edges:
+        return {"planted_edges": len(edges), "found": False}
+    table = pd.read_csv(path, sep="\t")
+    table = table[(table.contrast == planted.get("contrast", "patient-control")) & (table.p_fwe < 0.05)]
+    found = {frozenset(e.split("-")) for cell in table.edges.dropna() for e in cell.split(";")}
+    hit = edges & found
+    return {"planted_edges": len(edges), "component_edges": len(found), "planted_in_component": len(hit),
+            "component_edges_planted": round(len(hit) / len(found), 3) if found else None,
+            "p_fwe": float(table.p_fwe.min()) if len(table) else None, "found": bool(hit)}
 
 
 if __name__ == "__main__":
