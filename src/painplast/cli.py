@@ -161,7 +161,10 @@ def _biomarker(cohort, config, output_dir, target, **overrides):
     options = {**BIOMARKER_DEFAULTS, **config.options.get("biomarker", {}), **overrides}
     table = from_derivatives(output_dir)
     if options.pop("features") == "a-priori":  # the findings tables' features (docs/architecture.md)
-        table = table.a_priori(output_dir)
+        from .biomarker.model import CONFOUNDS
+        # keep the feature files' confound columns (mean FD) only if the model uses them
+        confounds = (options.get("model_options") or {}).get("confounds", CONFOUNDS)
+        table = table.a_priori(output_dir, keep=tuple(confounds))
     table = table.complete().informative()
     participants = cohort.participants.reset_index()
     result, _ = run_biomarker(table, participants, target, random_state=config.random_state,
