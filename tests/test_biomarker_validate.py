@@ -56,6 +56,31 @@ def test_metrics_match_scikit_learn():
                                                             for p in pred]))
 
 
+def test_intervals_cover_the_corrected_fold_variance():
+    # 2 repeats x 4 folds of 15: the AUC interval must contain estimate +- t * SE with the
+    # Nadeau-Bengio corrected SE of the 8 fold-wise AUCs, computed here by hand
+    from scipy import stats
+
+    rng = np.random.default_rng(7)
+    y = np.repeat(["control", "patient"], 30)
+    positive = y == "patient"
+    scores = 0.5 + 0.1 * positive + 0.3 * rng.normal(size=(2, 60))
+    folds = np.stack([rng.permutation(np.repeat(np.arange(4), 15)) + 4 * r for r in range(2)])
+    cv = CrossValidation("binary", scores, np.where(scores >= .5, "patient", "control"), 0.5,
+                         ["control", "patient"], True, [], folds=folds)
+    plain = metrics(y, CrossValidation("binary", scores, cv.predicted, 0.5, ["control", "patient"],
+                                       True, []), n_bootstrap=500, calibration=False)["auc"]
+    out = metrics(y, cv, n_bootstrap=500, calibration=False)["auc"]
+    per_fold = np.array([roc_auc_score(positive[folds[r] == k], scores[r][folds[r] == k])
+                         for r in range(2) for k in np.unique(folds[r])])
+    se = np.sqrt((1 / 8 + 15 / 45) * per_fold.var(ddof=1))
+    half = stats.t.ppf(0.975, 7) * se
+    assert out["estimate"] == pytest.approx(plain["estimate"])
+    assert out["ci_low"] == pytest.approx(min(plain["ci_low"], out["estimate"] - half))
+    assert out["ci_high"] == pytest.approx(min(1.0, max(plain["ci_high"], out["estimate"] + half)))
+    assert out["ci_high"] - out["ci_low"] > plain["ci_high"] - plain["ci_low"]
+
+
 def test_diagnosis_cross_validated_and_leave_site_out_auc_near_best_auc(tmp_path):
     """120 participants, 3 sites, default effect sizes; participants_truth features."""
     feats, parts, truth = sim_table(n_participants=120, n_sites=3, seed=0)
