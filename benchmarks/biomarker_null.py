@@ -1,7 +1,7 @@
 """The biomarker under --null: permutation p-values and AUC intervals across seeds.
 
 usage: OMP_NUM_THREADS=1 python benchmarks/biomarker_null.py [--seeds 20] [--participants 120]
-                                                             [--permutations 100] [--n-jobs 2]
+                                            [--permutations 100] [--repeats 5] [--n-jobs 2]
 
 For each seed, a null cohort (no group, clinical or responder effect; site, age and noise
 remain) is drawn from the simulator's latent model (:func:`painplast.simulate.latent_cohort`:
@@ -29,6 +29,7 @@ def main(argv=None) -> int:
     ap.add_argument("--sites", type=int, default=3)
     ap.add_argument("--permutations", type=int, default=100)
     ap.add_argument("--target", default="diagnosis")
+    ap.add_argument("--repeats", type=int, default=5, help="repeats of the outer CV (CLI default 5)")
     ap.add_argument("--n-jobs", type=int, default=2)
     args = ap.parse_args(argv)
 
@@ -45,7 +46,7 @@ def main(argv=None) -> int:
         feats, parts = latent_cohort(params)
         X = design(from_frame(feats), parts)
         target = resolve_target(parts, args.target)
-        result = validate(X, target, folds=5, inner_folds=5, repeats=1,
+        result = validate(X, target, folds=5, inner_folds=5, repeats=args.repeats,
                           n_permutations=args.permutations, n_bootstrap=1000, site_out=False,
                           learning=False, random_state=seed, n_jobs=args.n_jobs)
         auc = result["metrics"]["auc"]
