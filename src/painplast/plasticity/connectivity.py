@@ -509,7 +509,8 @@ def graph_metrics(z: np.ndarray, networks: Sequence[str], density: float = 0.2,
     local_eff = local_efficiency(W)
     if W.any():
         ci, q = _communities(W)
-        participation = bct.participation_coef(W, ci)
+        with np.errstate(invalid="ignore", divide="ignore"):  # isolated nodes: 0/0, set to 0 below
+            participation = bct.participation_coef(W, ci)
     else:
         q, participation = 0.0, np.zeros(len(W))
     node = {"strength": strength, "clustering": clustering, "local_efficiency": np.nan_to_num(local_eff),
