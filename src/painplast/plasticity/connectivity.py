@@ -642,6 +642,18 @@ def _framewise_displacement(run: Run, n_volumes: int) -> np.ndarray | None:
     return pd.to_numeric(table["framewise_displacement"], errors="coerce").to_numpy(float)
 
 
+def _scrub(fd, n: int, opts: dict, source, tr: float, conf_names):
+    """Volumes kept, motion features and the participant's info (with ``excluded`` if so)."""
+    keep = scrub_mask(fd, n, opts["fd_threshold"], opts["min_segment"], opts["scrub"])
+    motion, excluded = _motion_summary(fd, keep, opts)
+    info = {"source": str(source), "repetition_time": tr, "n_volumes": n,
+            "n_volumes_kept": int(keep.sum()), "confounds": conf_names,
+            "mean_fd": motion[f"{NAME}.mean_fd"], "scrubbed_fraction": motion[f"{NAME}.scrubbed_fraction"]}
+    if excluded:
+        info["excluded"] = excluded
+    return keep, motion, info
+
+
 def _motion_summary(fd, keep, opts) -> tuple[dict, str | None]:
     mean_fd = float(np.nanmean(fd)) if fd is not None and np.isfinite(fd).any() else float("nan")
     scrubbed = float(1.0 - keep.mean())
@@ -719,13 +731,9 @@ def _subject_from_image(subject: Subject, run: Run, config: Config, opts) -> Sub
     conf, conf_names = confound_regressors(table, opts["confounds_strategy"], run.confounds)
     fd = (pd.to_numeric(table["framewise_displacement"], errors="coerce").to_numpy(float)
           if "framewise_displacement" in table.columns else None)
-    keep = scrub_mask(fd, n, opts["fd_threshold"], opts["min_segment"], opts["scrub"])
-    motion, excluded = _motion_summary(fd, keep, opts)
-    info = {"source": str(run.bold), "repetition_time": tr, "n_volumes": n,
-            "n_volumes_kept": int(keep.sum()), "confounds": conf_names,
-            "mean_fd": motion[f"{NAME}.mean_fd"], "scrubbed_fraction": motion[f"{NAME}.scrubbed_fraction"]}
-    if excluded:
-        return SubjectResult(NAME, subject.participant_id, features=motion, info={**info, "excluded": excluded})
+    keep, motion, info = _scrub(fd, n, opts, run.bold, tr, conf_names)
+    if "excluded" in info:
+        return SubjectResult(NAME, subject.participant_id, features=motion, info=info)
 
     operator = cleaning_operator(n, conf, keep, tr, opts["high_pass"], opts["low_pass"])
 
@@ -815,13 +823,9 @@ def _subject_from_timeseries(subject: Subject, run: Run, opts) -> SubjectResult:
     table = run.load_confounds() if run.confounds is not None else pd.DataFrame(index=range(n))
     conf, conf_names = confound_regressors(table, opts["timeseries_confounds_strategy"],
                                            run.confounds or run.timeseries, global_column=globsig)
-    keep = scrub_mask(fd, n, opts["fd_threshold"], opts["min_segment"], opts["scrub"])
-    motion, excluded = _motion_summary(fd, keep, opts)
-    info = {"source": str(run.timeseries), "repetition_time": tr, "n_volumes": n,
-            "n_volumes_kept": int(keep.sum()), "confounds": conf_names,
-            "mean_fd": motion[f"{NAME}.mean_fd"], "scrubbed_fraction": motion[f"{NAME}.scrubbed_fraction"]}
-    if excluded:
-        return SubjectResult(NAME, subject.participant_id, features=motion, info={**info, "excluded": excluded})
+    keep, motion, info = _scrub(fd, n, opts, run.timeseries, tr, conf_names)
+    if "excluded" in info:
+        return SubjectResult(NAME, subject.participant_id, features=motion, info=info)
     ts = clean(regions, conf, keep, tr, opts["high_pass"], opts["low_pass"])
     networks = _dseg_networks(run.timeseries, len(names), opts["network_labels"]) or ["unlabelled"] * len(names)
     features = dict(motion)
