@@ -36,3 +36,35 @@ def test_informative_drops_mostly_constant_features():
     constant = from_frame(pd.DataFrame({"structure.gm_x": np.ones(5)}, index=[f"sub-{i}" for i in range(5)]))
     with pytest.raises(InputError, match="constant"):
         constant.informative()
+
+
+def test_group_biomarker_uses_the_findings_features(small_cohort, tmp_path):
+    """`painplast run ... group --biomarker diagnosis` end to end on two modules: the model's
+    features are the findings tables' (regional GM; the somatotopic shift and asymmetry), not
+    the modules' other outputs (map centroids, extents, peaks), and the files are written."""
+    import json
+
+    from painplast import engine
+    from painplast.cli import _biomarker
+    from painplast.cohort import Cohort
+    from painplast.config import Config
+
+    cohort = Cohort.from_bids(small_cohort)
+    config = Config(modules=("structure", "reorganization"), n_permutations=20)
+    out = tmp_path / "out"
+    engine.run_participant_level(cohort, config, out, n_jobs=1, progress=False)
+    engine.run_group_level(cohort, config, out, progress=False)
+    findings = pd.concat([pd.read_csv(out / "group" / f"{m}_findings.tsv", sep="\t")
+                          for m in config.modules])
+    result = _biomarker(cohort, config, out, "diagnosis", repeats=1, n_permutations=0,
+                        n_bootstrap=200, learning=False, inner_folds=3)
+    written = json.loads((out / "group" / "biomarker_diagnosis.json").read_text())
+    model = json.loads((out / written["model"] / "model.json").read_text())
+    names = set(model["metadata"]["biomarker_input"]["features"])
+    assert names and names <= set(findings["feature"])
+    measured = pd.read_csv(next((out / "sub-001").glob("*reorganization_features.tsv")), sep="\t")
+    assert len([c for c in measured.columns if c.startswith("reorganization.")]) > 2
+    assert {c for c in names if c.startswith("reorganization.")} == {
+        "reorganization.shift_mm", "reorganization.asymmetry"}
+    assert result["n_features"] == len(names)
+    assert written["metrics"]["auc"]["estimate"] > 0.7   # GM losses planted x2.5 in this cohort
