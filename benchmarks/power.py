@@ -62,18 +62,14 @@ def module_tests() -> dict[str, list[tuple[str, str]]]:
 
 def measured_reliability(run_dir: Path) -> dict[str, float]:
     """Correlation of measured features (a finished run) with participants_truth.tsv."""
+    from painplast.biomarker.features import from_derivatives
+
     truth = pd.read_csv(run_dir / "bids" / "derivatives" / "simulation" / "participants_truth.tsv",
                         sep="\t", index_col="participant_id")
-    out = {}
-    for path in sorted((run_dir / "derivatives").glob("sub-*/sub-*_desc-*_features.tsv")):
-        row = pd.read_csv(path, sep="\t")
-        for col in row.columns:
-            if col in truth:
-                out.setdefault(col, {})[row["participant_id"].iloc[0] if "participant_id" in row else path.name.split("_")[0]] = float(row[col].iloc[0])
+    measured = from_derivatives(run_dir / "derivatives").data
     rel = {}
-    for col, values in out.items():
-        s = pd.Series(values)
-        t = truth.loc[s.index, col]
+    for col in measured.columns.intersection(truth.columns):
+        s, t = measured[col], truth.loc[measured.index, col]
         ok = np.isfinite(s) & np.isfinite(t)
         if ok.sum() > 10 and np.std(t[ok]) > 0:
             rel[col] = float(np.corrcoef(s[ok], t[ok])[0, 1])

@@ -485,6 +485,15 @@ class Screening(TransformerMixin, BaseEstimator):
         check_is_fitted(self, "support_")
         return np.asarray(X, dtype=np.float64)[:, self.support_]
 
+    def inverse_transform(self, X):
+        """Back to all features, zeros where screened out (as scikit-learn's selectors do);
+        used to map model weights back to the features."""
+        check_is_fitted(self, "support_")
+        X = np.asarray(X, dtype=np.float64)
+        full = np.zeros(X.shape[:-1] + (len(self.support_),))
+        full[..., self.support_] = X
+        return full
+
 
 def _top_share(scores: np.ndarray, percentile: float) -> np.ndarray:
     """Boolean mask of the ``percentile`` % largest finite scores (at least one)."""
@@ -1014,9 +1023,7 @@ class BiomarkerModel(BaseEstimator):
             if isinstance(step, PCA):
                 coef = coef @ step.components_
             elif isinstance(step, Screening):
-                full = np.zeros(len(step.support_))
-                full[step.support_] = coef
-                coef = full
+                coef = step.inverse_transform(coef)
         return pd.Series(coef[: len(self.feature_names_)], index=self.feature_names_)
 
 

@@ -294,9 +294,7 @@ def _voxel_weights(steps) -> np.ndarray:
                 coef = coef / np.sqrt(step.explained_variance_)
             coef = coef @ step.components_
         elif isinstance(step, Screening):
-            full = np.zeros((coef.shape[0], len(step.support_)))
-            full[:, step.support_] = coef
-            coef = full
+            coef = step.inverse_transform(coef)
         elif isinstance(step, StandardScaler):
             if step.scale_ is not None:
                 coef = coef / step.scale_
