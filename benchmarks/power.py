@@ -14,7 +14,9 @@ latent model leaves unplanted with independent noise, and builds each module's f
 with the same tests, covariates and Holm family as the module's group stage. It prints, per
 planted effect, the share of seeds in which it is found (right sign, Holm p < 0.05) and, per
 module, the share of seeds in which every planted effect is found and the share with any false
-positive. The last line is one JSON object.
+positive; and how often each planted size lies inside the reported 95% interval (``--perfect``:
+the same without measurement error, i.e. what sampling alone allows). The last line is one JSON
+object.
 """
 from __future__ import annotations
 
@@ -94,7 +96,7 @@ def one_seed(seed: int, args, tests, planted, rel_by_feature) -> dict:
         for feature in dict.fromkeys(f for f, _ in rows):
             if feature in feats:
                 y = feats[feature].to_numpy(float)
-                r = rel_by_feature.get(feature, RELIABILITY[_kind(feature)])
+                r = 1.0 if args.perfect else rel_by_feature.get(feature, RELIABILITY[_kind(feature)])
                 sd = np.std(y) * np.sqrt(max(1.0 / r ** 2 - 1.0, 0.0))
                 cols[feature] = y + rng.normal(0, sd, len(y))
             else:
@@ -107,12 +109,16 @@ def one_seed(seed: int, args, tests, planted, rel_by_feature) -> dict:
         found = contrasts.findings_table(table, parts, rows, extra_covariates=covs, extra=extra)
         sig = found[found["p_corrected"] < 0.05]
         keys = {(f, c): np.sign(e) for f, c, e in zip(sig["feature"], sig["contrast"], sig["estimate"])}
-        hits, fps = [], 0
+        rows_by_key = found.set_index(["feature", "contrast"])
+        hits, covered, fps = [], [], 0
         for eff in planted.get(module, []):
-            hits.append(keys.get((eff["feature"], eff["contrast"])) == eff["direction"])
+            key = (eff["feature"], eff["contrast"])
+            hits.append(keys.get(key) == eff["direction"])
+            true = eff["direction"] * eff["size"]
+            covered.append(bool(rows_by_key.loc[key, "ci_low"] <= true <= rows_by_key.loc[key, "ci_high"]))
         planted_keys = {(e["feature"], e["contrast"]) for e in planted.get(module, [])}
         fps = sum(1 for k in keys if k not in planted_keys)
-        out[module] = {"hits": hits, "false_positives": fps}
+        out[module] = {"hits": hits, "covered": covered, "false_positives": fps}
     return out
 
 
@@ -138,6 +144,8 @@ def main(argv=None) -> int:
                     help="override a SimulationParameters field (what-if for the defaults)")
     ap.add_argument("--reliability-from", type=Path, default=None,
                     help="a recovery.py --keep folder: use its measured reliabilities")
+    ap.add_argument("--perfect", action="store_true",
+                    help="noise-free measurement (reliability 1): what sampling alone allows")
     args = ap.parse_args(argv)
 
     from painplast.simulate.truth import ground_truth
@@ -156,18 +164,37 @@ def main(argv=None) -> int:
     for module in tests:
         effs = planted.get(module, [])
         hits = np.array([r[module]["hits"] for r in results], bool).reshape(args.seeds, len(effs))
+        cover = np.array([r[module]["covered"] for r in results], bool).reshape(args.seeds, len(effs))
         fps = np.array([r[module]["false_positives"] for r in results])
         print(f"\n{module}: {len(tests[module])} rows in the Holm family")
         for j, e in enumerate(effs):
             print(f"  {e['feature']:<38} {e['contrast']:<24} size {e['size']:.2f}  "
-                  f"found in {hits[:, j].mean():6.1%}")
+                  f"found in {hits[:, j].mean():6.1%}  size in CI {cover[:, j].mean():6.1%}")
         all_found = float(hits.all(axis=1).mean()) if effs else None
+        all_ok = float((hits & cover).all(axis=1).mean()) if effs else None
         print(f"  every planted effect found: {all_found if all_found is None else f'{all_found:.1%}'}; "
+              f"found with its size in the CI: {all_ok if all_ok is None else f'{all_ok:.1%}'}; "
               f"runs with a false positive: {np.mean(fps > 0):.1%}")
         summary[module] = {"rows": len(tests[module]), "all_found": all_found,
+                           "all_found_and_covered": all_ok,
                            "per_effect": {f"{e['feature']}|{e['contrast']}": round(float(hits[:, j].mean()), 3)
                                           for j, e in enumerate(effs)},
+                           "coverage": {f"{e['feature']}|{e['contrast']}": round(float(cover[:, j].mean()), 3)
+                                        for j, e in enumerate(effs)},
                            "fwer": round(float(np.mean(fps > 0)), 3)}
+        per_seed_ok = (hits & cover).all(axis=1) & (fps == 0) if effs else fps == 0
+        joint = per_seed_ok if module == next(iter(tests)) else joint & per_seed_ok
+    print(f"\nevery module at once (all planted effects found with sizes in CIs, no false positive): "
+          f"{joint.mean():.1%}")
+    task = [m for m in ("sensitization", "reorganization", "modulation") if m in summary]
+    issue3 = np.ones(args.seeds, bool)
+    for m in task:
+        effs = planted.get(m, [])
+        h = np.array([r[m]["hits"] for r in results], bool).reshape(args.seeds, len(effs))
+        c = np.array([r[m]["covered"] for r in results], bool).reshape(args.seeds, len(effs))
+        issue3 &= (h & c).all(axis=1)
+    print(f"the three task modules at once (found, sizes in CIs): {issue3.mean():.1%}")
+    summary["task_modules_all_found_and_covered"] = round(float(issue3.mean()), 3)
     print(json.dumps({"benchmark": "power", "participants": args.participants, "sites": args.sites,
                       "seeds": args.seeds, "effect_scale": args.effect_scale, "null": args.null,
                       "modules": summary}))

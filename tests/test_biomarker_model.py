@@ -71,6 +71,53 @@ def test_confound_regression_matches_least_squares():
     np.testing.assert_allclose(step.transform(X[60:]), expected, atol=1e-10)
 
 
+def test_confound_scope_and_preserved_target_match_least_squares():
+    """A scoped confound leaves other features alone; a preserved target keeps its effect.
+
+    Motion (fd) is higher in patients and adds an artefact to the BOLD feature only; the
+    gray-matter feature has a group effect and no motion effect. Plain regression of fd out of
+    both removes part of the group difference; with the target preserved the fd slope is the
+    within-group one (least squares on [fd, group]) and the group difference survives.
+    """
+    rng = np.random.default_rng(3)
+    n = 4000
+    group = np.repeat([0.0, 1.0], n // 2)
+    fd = 0.12 + 0.06 * group + 0.04 * rng.normal(size=n)
+    bold = 1.0 * group + 10.0 * fd + rng.normal(size=n)
+    gm = -1.0 * group + rng.normal(size=n)
+    X = pd.DataFrame({"connectivity.x": bold, "structure.gm": gm, "mean_fd": fd})
+    plain = ConfoundRegression(confounds=["mean_fd"]).fit(X)
+    scoped = ConfoundRegression(confounds=["mean_fd"], scope={"mean_fd": ["connectivity.x"]},
+                                preserve_target=True).fit(X, group)
+    # out of scope: coefficient exactly zero, feature only centred by the intercept
+    assert scoped.coef_[0, 1] == 0.0
+    np.testing.assert_allclose(scoped.transform(X)[:, 1], gm - gm.mean(), atol=1e-12)
+    # in scope: the fd coefficient of least squares on [1, fd, group]
+    design_matrix = np.column_stack([np.ones(n), fd, group])
+    beta = np.linalg.lstsq(design_matrix, bold, rcond=None)[0]
+    np.testing.assert_allclose(scoped.coef_[0, 0], beta[1], rtol=1e-10)
+    assert abs(scoped.coef_[0, 0] - 10.0) < 1.0          # the artefact's true slope
+    def difference(Z, column):
+        return Z[group == 1, column].mean() - Z[group == 0, column].mean()
+    kept, lost = scoped.transform(X), plain.transform(X)
+    assert abs(difference(kept, 0) - 1.0) < 0.1          # the planted group effect survives
+    assert abs(difference(kept, 1) + 1.0) < 0.1
+    assert difference(lost, 0) < 0.8 and difference(lost, 1) > -0.8  # plain regression eats it
+    # string labels and more classes become indicator columns; transform never needs y
+    three = ConfoundRegression(confounds=["mean_fd"], preserve_target=True).fit(
+        X, np.where(group == 1, "b", np.where(rng.random(n) < 0.5, "a", "c")))
+    assert three.transform(X).shape == (n, 2)
+    # the model applies the default scope by module: motion leaves gray matter alone
+    small = X.iloc[::20].assign(site=np.tile(["a", "b"], 100), age=rng.uniform(20, 60, 200))
+    labels = np.where(group[::20] == 1, "patient", "control")
+    model = BiomarkerModel(inner_folds=3, screening=None, penalties=[1.0]).fit(small, labels)
+    step = model.pipeline_.named_steps["confounds"]
+    fd_row = list(step.confound_indices_).index(
+        len(model.input_spec_["features"]) + model.input_spec_["confounds"].index("mean_fd"))
+    assert step.coef_[fd_row, model.feature_names_.index("structure.gm")] == 0.0
+    assert step.coef_[fd_row, model.feature_names_.index("connectivity.x")] != 0.0
+
+
 @pytest.mark.parametrize("estimator", ["logistic", "svm", "ridge"])
 def test_fit_in_the_rows_span_equals_the_fit_on_all_features(estimator):
     # 40 participants x 600 features: the model fitted in the 40-dimensional span of the rows

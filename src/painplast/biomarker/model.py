@@ -13,7 +13,10 @@ confounds; :func:`design` builds it from a feature table and participants.tsv) a
    harmonized by estimating that site's effects from the held-out site's own feature values
    (:func:`adapt_to_new_sites`: label-free, as neuroHarmonize does).
 2. Confound regression (:class:`ConfoundRegression`): age, sex, motion (``mean_fd``) and, without
-   ComBat, site indicators are regressed out of every feature, coefficients from training data.
+   ComBat, site indicators are regressed out of the features, coefficients from training data,
+   estimated with the training target as a covariate so that a confound which differs between
+   the groups does not take the group difference with it (``confounds_keep_target``); motion
+   only out of the features of BOLD modules (``confound_scope``).
 3. Scaling (``StandardScaler``), then either univariate feature screening (:class:`Screening`,
    as nilearn's ``Decoder`` screens; the inner cross-validation picks the share kept, all
    features included among the choices) or, if asked, dimension reduction (``PCA``).
@@ -59,15 +62,22 @@ from sklearn.svm import SVR, LinearSVC
 from sklearn.utils.validation import check_is_fitted
 
 from painplast.biomarker.combat import ComBatTransformer
+from painplast.config import MODULES
 from painplast.errors import InputError, MissingColumnError
 from painplast.stats.harmonize import ComBatModel
 
-__all__ = ["CONFOUNDS", "TARGET_COLUMN", "ConfoundRegression", "BiomarkerModel", "Target",
+__all__ = ["CONFOUNDS", "CONFOUND_SCOPE", "TARGET_COLUMN", "ConfoundRegression", "BiomarkerModel", "Target",
            "Screening", "fit_in_row_space",
            "resolve_target", "design", "strata", "adapt_to_new_sites", "save", "predict"]
 
 #: Confounds regressed out (and preserved through ComBat), when present.
 CONFOUNDS = ("age", "sex", "mean_fd")
+#: Modules whose features are measured on BOLD scans.
+FMRI_MODULES = ("sensitization", "reorganization", "connectivity", "modulation")
+#: Confounds regressed only out of the features of some modules: head motion (mean framewise
+#: displacement) out of the features measured in BOLD scans, not out of gray-matter volumes.
+#: Features without a module prefix (voxel maps, user columns) get every confound.
+CONFOUND_SCOPE = (("mean_fd", FMRI_MODULES),)
 #: Pipeline-input column holding the target's training mean (ComBat's preserved target covariate).
 TARGET_COLUMN = "__target__"
 #: Default screening percentiles the inner cross-validation chooses from (100 = no screening).
@@ -317,6 +327,18 @@ def _folds(n_splits: int, y, site, random_state, shuffle=True):
 # confound regression
 
 
+def _target_columns(y) -> np.ndarray:
+    """A target as regression columns: itself if numeric with two or more values, else indicators."""
+    y = np.asarray(y)
+    if y.ndim == 2:
+        return y.astype(np.float64)
+    numeric = pd.to_numeric(pd.Series(y), errors="coerce")
+    if numeric.notna().all():
+        return numeric.to_numpy(np.float64)[:, None]
+    levels = np.unique(y.astype(str))
+    return (y.astype(str)[:, None] == levels[None, 1:]).astype(np.float64)
+
+
 class ConfoundRegression(TransformerMixin, BaseEstimator):
     """Regress confounds out of every feature (ordinary least squares, fitted on training data).
 
@@ -330,6 +352,17 @@ class ConfoundRegression(TransformerMixin, BaseEstimator):
         Confound columns: positions, or names when X is a DataFrame.
     exclude : sequence of int or str
         Further columns to drop from the output (e.g. ComBat's preserved target column).
+    scope : mapping, optional
+        ``{confound: features}``: a confound listed here is regressed only out of these feature
+        columns (positions or names) and its coefficient is zero for the others; confounds not
+        listed are regressed out of every feature. The motion of one scan is a confound of the
+        features measured in that scan, not of a gray-matter volume.
+    preserve_target : bool
+        Estimate the confound effects with the training target ``y`` as a further covariate
+        (one column for a numeric or two-level target, indicators for more classes) and remove
+        only the confounds' part. A confound that differs between the groups (patients move
+        more) then does not take the group difference with it; the target is used in ``fit``
+        only, never in ``transform``. Without ``y`` it has no effect.
 
     Attributes
     ----------
@@ -354,17 +387,20 @@ class ConfoundRegression(TransformerMixin, BaseEstimator):
 
     painplast_step_kind = "confound_regression"
 
-    def __init__(self, confounds=(), exclude=()):
+    def __init__(self, confounds=(), exclude=(), scope=None, preserve_target=False):
         self.confounds = confounds
         self.exclude = exclude
+        self.scope = scope
+        self.preserve_target = preserve_target
 
     def _positions(self, keys, names, n_columns):
+        lookup = {n: i for i, n in enumerate(names)} if names is not None else {}
         positions = []
         for key in keys:
             if isinstance(key, (int, np.integer)) and not isinstance(key, bool):
                 positions.append(int(key) % n_columns)
-            elif names is not None and key in names:
-                positions.append(names.index(key))
+            elif names is not None and key in lookup:
+                positions.append(lookup[key])
             else:
                 raise InputError(f"confound column {key!r} is not in the data",
                                  fix="add it to the design table or drop it from the confounds")
@@ -376,7 +412,8 @@ class ConfoundRegression(TransformerMixin, BaseEstimator):
         Parameters
         ----------
         X : DataFrame or array_like, shape (n_participants, n_columns)
-        y : ignored
+        y : array_like, shape (n_participants,), optional
+            Training target, used only with ``preserve_target``.
 
         Returns
         -------
@@ -394,13 +431,41 @@ class ConfoundRegression(TransformerMixin, BaseEstimator):
         features = values[:, self.feature_indices_]
         mean_c = confounds.mean(axis=0)
         centred = confounds - mean_c
-        coef, *_ = np.linalg.lstsq(centred, features - features.mean(axis=0), rcond=None)
-        self.coef_ = coef.reshape(len(self.confound_indices_), len(self.feature_indices_))
+        centred_f = features - features.mean(axis=0)
+        target = _target_columns(y) if self.preserve_target and y is not None else \
+            np.empty((len(values), 0))
+        target = target - target.mean(axis=0)
+        applies = self._applies(names, n_columns)
+        self.coef_ = np.zeros((len(self.confound_indices_), len(self.feature_indices_)))
+        # one least-squares fit per distinct set of confounds (all of them when scope is empty)
+        patterns, which = np.unique(applies.T, axis=0, return_inverse=True)
+        for index, pattern in enumerate(patterns):
+            cols = np.flatnonzero(which.ravel() == index)
+            if pattern.any():
+                design_k = np.column_stack([centred[:, pattern], target])
+                coef, *_ = np.linalg.lstsq(design_k, centred_f[:, cols], rcond=None)
+                used = int(pattern.sum())
+                self.coef_[np.ix_(pattern, cols)] = coef[:used].reshape(used, len(cols))
         self.intercept_ = features.mean(axis=0) - mean_c @ self.coef_
         self.n_features_in_ = n_columns
         if names is not None and all(isinstance(n, str) for n in names):
             self.feature_names_in_ = np.asarray(names, dtype=object)
         return self
+
+    def _applies(self, names, n_columns) -> np.ndarray:
+        """Boolean (n_confounds, n_features_out): which confound is regressed out of which feature."""
+        applies = np.ones((len(self.confound_indices_), len(self.feature_indices_)), dtype=bool)
+        position = {int(j): i for i, j in enumerate(self.feature_indices_)}
+        for key, targets in (self.scope or {}).items():
+            row = self._positions([key], names, n_columns)[0]
+            if row not in self.confound_indices_:
+                raise InputError(f"confound scope names {key!r}, which is not a confound",
+                                 fix="list it in confounds or drop it from scope")
+            keep = {position[j] for j in self._positions(list(targets), names, n_columns).tolist()
+                    if j in position}
+            applies[self.confound_indices_.tolist().index(row)] = [
+                i in keep for i in range(len(self.feature_indices_))]
+        return applies
 
     def transform(self, X):
         """Features with the confound effects removed.
@@ -696,6 +761,10 @@ class BiomarkerModel(BaseEstimator):
         Column of X with the site label (absent or a single site: no ComBat).
     confounds : sequence of str
         Confound columns of X (those absent are ignored).
+    confound_scope : sequence of (str, sequence of str) pairs
+        Confounds regressed only out of the features of the named modules (the part of a
+        feature name before the first dot); default: ``mean_fd`` out of the BOLD modules'
+        features only (:data:`CONFOUND_SCOPE`). Features of unknown origin get every confound.
     harmonize : bool
         Use ComBat when X has two or more sites; otherwise site indicators join the confounds.
     preserve_target : bool
@@ -734,12 +803,14 @@ class BiomarkerModel(BaseEstimator):
     """
 
     def __init__(self, kind="auto", estimator="auto", site="site", confounds=CONFOUNDS,
-                 harmonize=True, preserve_target=False, n_components=None, penalties=None,
+                 confound_scope=CONFOUND_SCOPE, confounds_keep_target=True, harmonize=True, preserve_target=False, n_components=None, penalties=None,
                  screening=SCREENING, inner_folds=5, random_state=0):
         self.kind = kind
         self.estimator = estimator
         self.site = site
         self.confounds = confounds
+        self.confound_scope = confound_scope
+        self.confounds_keep_target = confounds_keep_target
         self.harmonize = harmonize
         self.preserve_target = preserve_target
         self.n_components = n_components
@@ -825,7 +896,23 @@ class BiomarkerModel(BaseEstimator):
         return pd.concat(parts, axis=1) if len(parts) > 1 else parts[0]
 
     # ---------------------------------------------------------------- fitting
-    def _preprocess(self, spec, X, y_coded, n_features_total):
+    def _scope(self, spec, offset=None):
+        """ConfoundRegression's scope: by name, or by position when ``offset`` (ComBat) is given."""
+        scope = {}
+        for name, allowed in self.confound_scope or ():
+            if name not in spec["confounds"]:
+                continue
+            allowed = set(allowed)
+            targets = [i for i, f in enumerate(spec["features"])
+                       if str(f).split(".", 1)[0] in allowed or "." not in str(f)
+                       or str(f).split(".", 1)[0] not in MODULES]
+            if len(targets) == len(spec["features"]):
+                continue
+            key = spec["confounds"].index(name) + offset if offset is not None else name
+            scope[key] = targets if offset is not None else [spec["features"][i] for i in targets]
+        return scope or None
+
+    def _preprocess(self, spec, X, y_coded, n_features_total, y=None):
         """Fitted preprocessing steps on (X, y); returns steps and the transformed training data."""
         n_features = len(spec["features"])
         steps = []
@@ -847,13 +934,17 @@ class BiomarkerModel(BaseEstimator):
             exclude = [n_features + len(spec["confounds"])] if spec["target_fill"] is not None \
                 else []
             if confounds or exclude:
-                step = ConfoundRegression(confounds=confounds, exclude=exclude).fit(Z)
+                step = ConfoundRegression(confounds=confounds, exclude=exclude,
+                                          scope=self._scope(spec, n_features),
+                                          preserve_target=self.confounds_keep_target).fit(Z, y)
                 steps.append(("confounds", step))
                 Z = step.transform(Z)
         else:
             confounds = spec["confounds"] + [f"site[{s}]" for s in spec["site_dummies"]]
             if confounds:
-                step = ConfoundRegression(confounds=confounds).fit(apply_in)
+                step = ConfoundRegression(confounds=confounds, scope=self._scope(spec),
+                                          preserve_target=self.confounds_keep_target
+                                          ).fit(apply_in, y)
                 steps.append(("confounds", step))
                 Z = step.transform(apply_in)
             else:
@@ -925,7 +1016,7 @@ class BiomarkerModel(BaseEstimator):
             for train, test in folds:
                 Xtr, Xte = X.iloc[train], X.iloc[test]
                 steps, Ztr = self._preprocess(spec, Xtr, None if coded is None else coded[train],
-                                              len(spec["features"]))
+                                              len(spec["features"]), y[train])
                 Zte = self._apply(steps, self.pipeline_input(Xte, spec))
                 scores = Screening(100.0, kind).fit(Ztr, y[train]).scores_
                 for i, share in enumerate(screens):
@@ -945,7 +1036,7 @@ class BiomarkerModel(BaseEstimator):
                 best_screen, best = len(screens) - 1, len(penalties) // 2
         else:
             mean, best_screen, best = np.array([[np.nan]]), 0, 0
-        steps, Z = self._preprocess(spec, X, coded, len(spec["features"]))
+        steps, Z = self._preprocess(spec, X, coded, len(spec["features"]), y)
         if screens[best_screen] < 100.0:
             screen = Screening(screens[best_screen], kind).fit(Z, y)
             steps.append(("screening", screen))
