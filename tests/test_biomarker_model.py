@@ -107,15 +107,32 @@ def test_confound_scope_and_preserved_target_match_least_squares():
     three = ConfoundRegression(confounds=["mean_fd"], preserve_target=True).fit(
         X, np.where(group == 1, "b", np.where(rng.random(n) < 0.5, "a", "c")))
     assert three.transform(X).shape == (n, 2)
-    # the model applies the default scope by module: motion leaves gray matter alone
-    small = X.iloc[::20].assign(site=np.tile(["a", "b"], 100), age=rng.uniform(20, 60, 200))
-    labels = np.where(group[::20] == 1, "patient", "control")
-    model = BiomarkerModel(inner_folds=3, screening=None, penalties=[1.0]).fit(small, labels)
+
+
+def test_model_scopes_motion_to_bold_features_and_saves_it(tmp_path):
+    """The default scope by module: motion leaves gray matter alone; the model file keeps it."""
+    rng = np.random.default_rng(4)
+    n = 200
+    group = np.repeat([0.0, 1.0], n // 2)
+    fd = 0.12 + 0.06 * group + 0.04 * rng.normal(size=n)
+    ids = [f"sub-{i:03d}" for i in range(n)]
+    feats = pd.DataFrame({"connectivity.x": group + 10 * fd + rng.normal(size=n),
+                          "structure.gm": -group + rng.normal(size=n),
+                          "connectivity.mean_fd": fd}, index=pd.Index(ids, name="participant_id"))
+    parts = pd.DataFrame({"participant_id": ids, "site": np.tile(["a", "b"], n // 2),
+                          "age": rng.uniform(20, 60, n),
+                          "group": np.where(group == 1, "patient", "control")})
+    X = design(from_frame(feats), parts)
+    model = BiomarkerModel(inner_folds=3, screening=None, penalties=[1.0]).fit(X, parts["group"])
     step = model.pipeline_.named_steps["confounds"]
     fd_row = list(step.confound_indices_).index(
         len(model.input_spec_["features"]) + model.input_spec_["confounds"].index("mean_fd"))
     assert step.coef_[fd_row, model.feature_names_.index("structure.gm")] == 0.0
     assert step.coef_[fd_row, model.feature_names_.index("connectivity.x")] != 0.0
+    path = save(model, tmp_path / "model")
+    again = predict(path, from_frame(feats), parts)
+    np.testing.assert_allclose(again["probability"].to_numpy(float),
+                               model.predict_proba(X)[:, 1], rtol=1e-12)
 
 
 @pytest.mark.parametrize("estimator", ["logistic", "svm", "ridge"])

@@ -352,9 +352,9 @@ class ConfoundRegression(TransformerMixin, BaseEstimator):
         Confound columns: positions, or names when X is a DataFrame.
     exclude : sequence of int or str
         Further columns to drop from the output (e.g. ComBat's preserved target column).
-    scope : mapping, optional
-        ``{confound: features}``: a confound listed here is regressed only out of these feature
-        columns (positions or names) and its coefficient is zero for the others; confounds not
+    scope : mapping or sequence of (confound, features) pairs, optional
+        A confound listed here is regressed only out of these feature columns (positions or
+        names) and its coefficient is zero for the others; confounds not
         listed are regressed out of every feature. The motion of one scan is a confound of the
         features measured in that scan, not of a gray-matter volume.
     preserve_target : bool
@@ -456,7 +456,8 @@ class ConfoundRegression(TransformerMixin, BaseEstimator):
         """Boolean (n_confounds, n_features_out): which confound is regressed out of which feature."""
         applies = np.ones((len(self.confound_indices_), len(self.feature_indices_)), dtype=bool)
         position = {int(j): i for i, j in enumerate(self.feature_indices_)}
-        for key, targets in (self.scope or {}).items():
+        scope = self.scope or ()
+        for key, targets in (scope.items() if hasattr(scope, "items") else scope):
             row = self._positions([key], names, n_columns)[0]
             if row not in self.confound_indices_:
                 raise InputError(f"confound scope names {key!r}, which is not a confound",
@@ -898,7 +899,7 @@ class BiomarkerModel(BaseEstimator):
     # ---------------------------------------------------------------- fitting
     def _scope(self, spec, offset=None):
         """ConfoundRegression's scope: by name, or by position when ``offset`` (ComBat) is given."""
-        scope = {}
+        scope = []
         for name, allowed in self.confound_scope or ():
             if name not in spec["confounds"]:
                 continue
@@ -908,9 +909,11 @@ class BiomarkerModel(BaseEstimator):
                        or str(f).split(".", 1)[0] not in MODULES]
             if len(targets) == len(spec["features"]):
                 continue
-            key = spec["confounds"].index(name) + offset if offset is not None else name
-            scope[key] = targets if offset is not None else [spec["features"][i] for i in targets]
-        return scope or None
+            if offset is not None:  # positions (an int array: stored as .npy, not JSON)
+                scope.append((spec["confounds"].index(name) + offset, np.asarray(targets, np.int64)))
+            else:
+                scope.append((name, [spec["features"][i] for i in targets]))
+        return tuple(scope) or None
 
     def _preprocess(self, spec, X, y_coded, n_features_total, y=None):
         """Fitted preprocessing steps on (X, y); returns steps and the transformed training data."""
