@@ -68,3 +68,12 @@ def test_group_biomarker_uses_the_findings_features(small_cohort, tmp_path):
         "reorganization.shift_mm", "reorganization.asymmetry"}
     assert result["n_features"] == len(names)
     assert written["metrics"]["auc"]["estimate"] > 0.7   # GM losses planted x2.5 in this cohort
+    # a target's own hypotheses: treatment uses the features tested responder vs non-responder
+    from painplast.biomarker.features import from_derivatives
+    from painplast.biomarker.model import ALIASES
+    from painplast.contrasts import for_column
+    contrast = for_column(ALIASES["treatment"])
+    responder_rows = set(findings.loc[findings["contrast"] == contrast, "feature"])
+    chosen = set(from_derivatives(out).a_priori(out, keep=(), contrast=contrast).features)
+    assert chosen and chosen == responder_rows & set(from_derivatives(out).features)
+    assert not any(c.startswith("reorganization.") for c in chosen)  # no responder hypothesis there

@@ -161,10 +161,12 @@ def _biomarker(cohort, config, output_dir, target, **overrides):
     options = {**BIOMARKER_DEFAULTS, **config.options.get("biomarker", {}), **overrides}
     table = from_derivatives(output_dir)
     if options.pop("features") == "a-priori":  # the findings tables' features (docs/architecture.md)
-        from .biomarker.model import CONFOUNDS
+        from .biomarker.model import ALIASES, CONFOUNDS
+        from .contrasts import for_column
         # keep the feature files' confound columns (mean FD) only if the model uses them
         confounds = (options.get("model_options") or {}).get("confounds", CONFOUNDS)
-        table = table.a_priori(output_dir, keep=tuple(confounds))
+        table = table.a_priori(output_dir, keep=tuple(confounds),
+                               contrast=for_column(ALIASES.get(target, target)))
     table = table.complete().informative()
     participants = cohort.participants.reset_index()
     result, _ = run_biomarker(table, participants, target, random_state=config.random_state,

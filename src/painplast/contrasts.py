@@ -51,6 +51,17 @@ CONTRASTS: dict[str, Contrast] = {
     "age": Contrast("age", "continuous", "age", "all", ("group", "sex", "site")),
 }
 
+def for_column(column: str) -> str | None:
+    """The contrast that tests a participants column (``group`` -> ``patient-control``), or None.
+
+    Examples
+    --------
+    >>> for_column("treatment_response"), for_column("pain_sensitivity")
+    ('responder-nonresponder', None)
+    """
+    return next((c.name for c in CONTRASTS.values() if c.column == column), None)
+
+
 _RESPONDER = {"responder": 1.0, "non-responder": 0.0, "nonresponder": 0.0, "non_responder": 0.0}
 
 

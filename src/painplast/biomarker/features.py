@@ -200,7 +200,7 @@ class FeatureTable:
         return FeatureTable(data[keep], {c: self.provenance[c] for c in keep}, self.excluded)
 
     def a_priori(self, derivatives_dir: str | os.PathLike,
-                 keep: Sequence[str] = ("mean_fd",)) -> "FeatureTable":
+                 keep: Sequence[str] = ("mean_fd",), contrast: str | None = None) -> "FeatureTable":
         """The features each module tests a priori: the rows of ``group/<module>_findings.tsv``.
 
         The findings tables list each module's named, hypothesis-driven features (regional
@@ -216,6 +216,10 @@ class FeatureTable:
         keep : sequence of str
             Columns kept whatever the findings say (``<module>.<name>`` or ``<name>``): the
             confounds the biomarker reads from feature files (mean framewise displacement).
+        contrast : str, optional
+            Keep only the features the findings tables test with this contrast (the target's:
+            ``responder-nonresponder`` for ``treatment``): the hypotheses made for this outcome.
+            When no table has a row with it, every findings feature is kept.
 
         Returns
         -------
@@ -225,25 +229,40 @@ class FeatureTable:
         --------
         >>> import tempfile, pathlib, pandas as pd
         >>> out = pathlib.Path(tempfile.mkdtemp()); (out / "group").mkdir()
-        >>> pd.DataFrame({"feature": ["m.a", "m.a"], "contrast": ["patient-control", "age"]}).to_csv(
+        >>> pd.DataFrame({"feature": ["m.a", "m.a", "m.b"],
+        ...               "contrast": ["patient-control", "age", "patient-control"]}).to_csv(
         ...     out / "group" / "m_findings.tsv", sep="\\t", index=False)
-        >>> t = from_frame(pd.DataFrame({"m.a": [1., 2.], "m.b": [3., 4.], "m.mean_fd": [.1, .2]}))
+        >>> t = from_frame(pd.DataFrame({"m.a": [1., 2.], "m.b": [3., 4.], "m.c": [5., 6.],
+        ...                              "m.mean_fd": [.1, .2]}))
         >>> t.a_priori(out).features
+        ['m.a', 'm.b', 'm.mean_fd']
+        >>> t.a_priori(out, contrast="age").features
         ['m.a', 'm.mean_fd']
+        >>> t.a_priori(out, contrast="pain_intensity").features   # no such rows: all of them
+        ['m.a', 'm.b', 'm.mean_fd']
         """
         group = Path(derivatives_dir) / "group"
-        chosen = []
+        tables = {}
         for module in self.modules:
             path = group / f"{module}_findings.tsv"
-            columns = self.columns_of(module)
             if not path.exists():
-                chosen += columns
                 continue
             try:
-                named = set(pd.read_csv(path, sep="\t", usecols=["feature"])["feature"].astype(str))
+                tables[module] = pd.read_csv(path, sep="\t", usecols=["feature", "contrast"]).astype(str)
             except (OSError, ValueError, pd.errors.ParserError) as error:
                 raise InputError(f"cannot read the findings table ({error})", path=path,
                                  fix="rerun the group stage of this module") from None
+        by_contrast = contrast is not None and any(
+            (t["contrast"] == contrast).any() for t in tables.values())
+        chosen = []
+        for module in self.modules:
+            columns = self.columns_of(module)
+            if module not in tables:
+                chosen += [] if by_contrast else columns
+                continue
+            rows = tables[module]
+            named = set(rows.loc[rows["contrast"] == contrast, "feature"] if by_contrast
+                        else rows["feature"])
             chosen += [c for c in columns if c in named or c.split(".", 1)[-1] in set(keep)
                        or c in set(keep)]
         if not chosen:
