@@ -47,6 +47,10 @@ SMALL = dict(n_participants=32, n_sites=2, seed=11, resolution=4, effect_scale=2
 SMALL_NULL = dict(SMALL, null=True, effect_scale=1.0)
 
 
+#: The few participants the docstring examples run on (tests/test_docstrings.py).
+DOCS = dict(n_participants=8, n_sites=2, seed=5, resolution=4, effect_scale=2.5)
+
+
 @pytest.fixture(scope="session")
 def small_cohort() -> Path:
     """32 participants, 2 sites, 4 mm, effects x2.5 (see SMALL)."""

@@ -20,11 +20,15 @@ it when a process dies). Every run logs to ``OUTPUT_DIR/logs/painplast-<time>.lo
 
 Examples
 --------
->>> from painplast.simulate import simulate, SimulationParameters   # doctest: +SKIP
->>> from painplast.cohort import Cohort                              # doctest: +SKIP
->>> cohort = Cohort.from_bids(simulate("cohort", SimulationParameters()))  # doctest: +SKIP
->>> summary = run_participant_level(cohort, Config(), "out", n_jobs=2)     # doctest: +SKIP
->>> groups = run_group_level(cohort, Config(), "out")                       # doctest: +SKIP
+>>> from painplast.cohort import Cohort
+>>> cohort = Cohort.from_bids(bids_dir)         # a BIDS folder with fMRIPrep derivatives
+>>> config = Config(modules=("structure",), n_permutations=20)
+>>> summary = run_participant_level(cohort, config, "out", progress=False)
+>>> groups = run_group_level(cohort, config, "out", progress=False)
+>>> sorted(groups), len(summary.done)
+(['structure'], 8)
+>>> len(run_participant_level(cohort, config, "out", progress=False).skipped_existing)  # a rerun
+8
 """
 from __future__ import annotations
 
@@ -297,9 +301,11 @@ def run_participant_level(cohort: Cohort, config: Config, out_dir: str | os.Path
 
     Examples
     --------
-    >>> summary = run_participant_level(cohort, Config(modules=("structure",)), "out")  # doctest: +SKIP
-    >>> len(summary.done) + len(summary.skipped_existing)                              # doctest: +SKIP
-    40
+    >>> from painplast.cohort import Cohort
+    >>> cohort = Cohort.from_bids(bids_dir)
+    >>> summary = run_participant_level(cohort, Config(modules=("structure",)), "out", progress=False)
+    >>> len(summary.done) + len(summary.skipped_existing), len(summary.failed)
+    (8, 0)
     """
     t0 = time.perf_counter()
     out_dir = Path(out_dir)

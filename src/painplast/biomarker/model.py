@@ -35,7 +35,7 @@ Examples
 >>> X = pd.DataFrame(rng.normal(size=(60, 5)), columns=[f"m.f{i}" for i in range(5)])
 >>> X["site"] = np.repeat(["a", "b"], 30); X["age"] = rng.uniform(20, 60, 60); X["sex"] = 1.0 * (rng.random(60) < .5)
 >>> y = np.where(X["m.f0"] + rng.normal(size=60) > 0, "patient", "control")
->>> model = BiomarkerModel(inner_folds=3).fit(X, y)
+>>> model = BiomarkerModel(inner_folds=3, screening=None).fit(X, y)
 >>> [name for name, _ in model.pipeline_.steps]
 ['combat', 'confounds', 'scale', 'estimator']
 >>> model.predict_proba(X).shape

@@ -63,6 +63,13 @@ class BoldData:
         Seconds.
     source : str
         The file it came from (for messages).
+
+    Examples
+    --------
+    >>> mask = np.zeros((3, 3, 3), bool); mask[1, 1, :] = True
+    >>> bold = BoldData(np.ones((10, 3), np.float32), mask, np.eye(4), 2.0, "example")
+    >>> bold.n_volumes, bold.shape
+    (10, (3, 3, 3))
     """
 
     data: np.ndarray
@@ -103,9 +110,10 @@ def load_bold(run, mask_img=None) -> BoldData:
 
     Examples
     --------
-    >>> bold = load_bold(subject.run("pain"))        # doctest: +SKIP
-    >>> bold.data.shape                              # doctest: +SKIP
-    (120, 27826)
+    >>> from painplast.cohort import Cohort
+    >>> bold = load_bold(Cohort.from_bids(bids_dir).subject("sub-001").run("pain"))
+    >>> bold.data.shape      # volumes x in-mask voxels
+    (120, 29398)
     """
     if isinstance(run, BoldData):
         return run
@@ -156,7 +164,7 @@ def percent_signal(y: np.ndarray) -> np.ndarray:
 
     Examples
     --------
-    >>> percent_signal(np.array([[99.0], [101.0]])).ravel().tolist()
+    >>> percent_signal(np.array([[99.0], [101.0]])).ravel().round(6).tolist()
     [-1.0, 1.0]
     """
     y = np.asarray(y, np.float64)
@@ -181,6 +189,14 @@ def region_masks(regions: Sequence[str], bold: BoldData, radius: float = 6.0) ->
     Returns
     -------
     dict of str to ndarray of bool, shape bold.shape
+
+    Examples
+    --------
+    >>> from painplast.cohort import Cohort
+    >>> bold = load_bold(Cohort.from_bids(bids_dir).subject("sub-001").run("pain"))
+    >>> masks = region_masks(["pag", "thalamus"], bold)
+    >>> {name: int(m.sum()) > 0 for name, m in masks.items()}   # voxels in each region
+    {'pag': True, 'thalamus': True}
     """
     return {r: atlas.region_mask(r, (bold.shape, bold.affine), radius) & bold.mask for r in regions}
 
@@ -216,7 +232,8 @@ def confounds(run, strategy: str = DEFAULT_CONFOUNDS, n_volumes: int | None = No
 
     Examples
     --------
-    >>> confounds(subject.run("pain"), "motion6").shape      # doctest: +SKIP
+    >>> from painplast.cohort import Cohort
+    >>> confounds(Cohort.from_bids(bids_dir).subject("sub-001").run("pain"), "motion6").shape
     (120, 6)
     """
     parts = parse_strategy(strategy)
@@ -284,8 +301,11 @@ def design_matrix(run, events: pd.DataFrame, config, n_volumes: int | None = Non
 
     Examples
     --------
-    >>> X = design_matrix(run, run.load_events(), Config())             # doctest: +SKIP
-    >>> [c for c in X.columns if c.startswith("pain")]                  # doctest: +SKIP
+    >>> from painplast.cohort import Cohort
+    >>> from painplast.config import Config
+    >>> run = Cohort.from_bids(bids_dir).subject("sub-001").run("pain")
+    >>> X = design_matrix(run, run.load_events(), Config())
+    >>> [c for c in X.columns if c.startswith("pain")]
     ['pain', 'pain_x_intensity']
     """
     from nilearn.glm.first_level import make_first_level_design_matrix
@@ -377,7 +397,11 @@ def roi_timeseries(run, masks: Mapping[str, np.ndarray]) -> pd.DataFrame:
 
     Examples
     --------
-    >>> ts = roi_timeseries(bold, region_masks(["pag", "racc"], bold))   # doctest: +SKIP
+    >>> from painplast.cohort import Cohort
+    >>> bold = load_bold(Cohort.from_bids(bids_dir).subject("sub-001").run("modulation"))
+    >>> ts = roi_timeseries(bold, region_masks(["pag", "racc"], bold))
+    >>> ts.shape, list(ts.columns)
+    ((112, 2), ['pag', 'racc'])
     """
     bold = load_bold(run)
     index = np.full(bold.shape, -1, np.int64)
@@ -434,8 +458,14 @@ def fit_timeseries(Y: pd.DataFrame, design: pd.DataFrame, noise_model: str = "ar
 
     Examples
     --------
-    >>> fit_timeseries(ts, X).loc["pain", "thalamus"]     # doctest: +SKIP
-    0.61
+    >>> from painplast.cohort import Cohort
+    >>> from painplast.config import Config
+    >>> run = Cohort.from_bids(bids_dir).subject("sub-001").run("pain")
+    >>> bold = load_bold(run)
+    >>> X = design_matrix(run, run.load_events(), Config(), n_volumes=bold.n_volumes)
+    >>> ts = roi_timeseries(bold, region_masks(["thalamus"], bold))
+    >>> bool(fit_timeseries(ts, X).loc["pain", "thalamus"] > 0)   # % signal per unit regressor
+    True
     """
     Y = pd.DataFrame(Y)
     if len(Y) != len(design):
@@ -472,9 +502,13 @@ def fit_roi(run, design: pd.DataFrame, masks: Mapping[str, np.ndarray], noise_mo
 
     Examples
     --------
-    >>> bold = load_bold(subject.run("pain"))                                   # doctest: +SKIP
-    >>> X = design_matrix(subject.run("pain"), subject.run("pain").load_events(), Config())  # doctest: +SKIP
-    >>> fit_roi(bold, X, region_masks(["thalamus"], bold)).loc["pain_x_intensity"]  # doctest: +SKIP
+    >>> from painplast.cohort import Cohort
+    >>> from painplast.config import Config
+    >>> run = Cohort.from_bids(bids_dir).subject("sub-001").run("pain")
+    >>> bold = load_bold(run)
+    >>> X = design_matrix(run, run.load_events(), Config(), n_volumes=bold.n_volumes)
+    >>> fit_roi(bold, X, region_masks(["thalamus"], bold)).loc[["pain", "pain_x_intensity"]].shape
+    (2, 1)
     """
     return fit_timeseries(roi_timeseries(run, masks), design, noise_model, stat)
 
@@ -542,9 +576,14 @@ def fit_voxelwise(run, design: pd.DataFrame, contrasts: Mapping[str, object], sm
 
     Examples
     --------
-    >>> maps = fit_voxelwise(bold, X, {"pain": "pain"}, smoothing_fwhm=6.0)   # doctest: +SKIP
-    >>> sorted(maps)                                                          # doctest: +SKIP
-    ['pain_beta', 'pain_t']
+    >>> from painplast.cohort import Cohort
+    >>> from painplast.config import Config
+    >>> run = Cohort.from_bids(bids_dir).subject("sub-001").run("pain")
+    >>> bold = load_bold(run)
+    >>> X = design_matrix(run, run.load_events(), Config(), n_volumes=bold.n_volumes)
+    >>> maps = fit_voxelwise(bold, X, {"pain": "pain"}, smoothing_fwhm=6.0)
+    >>> sorted(maps), maps["pain_t"].shape
+    (['pain_beta', 'pain_t'], (50, 59, 48))
     """
     from nilearn.glm.contrasts import compute_contrast
 

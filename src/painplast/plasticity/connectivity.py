@@ -707,8 +707,8 @@ def subject(subject: Subject, config: Config) -> SubjectResult:
 
     Examples
     --------
-    >>> result = subject(cohort.subject("sub-001"), Config())       # doctest: +SKIP
-    >>> result.arrays["pain_connectome"].shape                       # doctest: +SKIP
+    >>> result = subject(Cohort.from_bids(bids_dir).subject("sub-001"), Config())
+    >>> result.arrays["pain_connectome"].shape
     (24, 24)
     """
     opts = config.module(NAME, DEFAULTS)
@@ -948,8 +948,10 @@ def group(results: Sequence[SubjectResult], cohort: Cohort, config: Config) -> G
 
     Examples
     --------
-    >>> out = group([subject(s, cfg) for s in cohort], cohort, cfg)    # doctest: +SKIP
-    >>> out.findings.query("feature == 'connectivity.mpfc_nacc'")       # doctest: +SKIP
+    >>> cohort, cfg = Cohort.from_bids(bids_dir), Config(n_permutations=20)
+    >>> out = group([subject(s, cfg) for s in cohort], cohort, cfg)
+    >>> out.findings.query("feature == 'connectivity.mpfc_nacc'")["contrast"].tolist()  # 4 patients: too few for the clinical contrasts
+    ['patient-control']
     """
     opts = config.module(NAME, DEFAULTS)
     results = [r for r in results if r.module == NAME]

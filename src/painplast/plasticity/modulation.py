@@ -107,8 +107,9 @@ def subject(subject: Subject, config: Config) -> SubjectResult:
 
     Examples
     --------
-    >>> subject(cohort.subject("sub-001"), Config()).features["modulation.dacc_index"]   # doctest: +SKIP
-    0.52
+    >>> res = subject(Cohort.from_bids(bids_dir).subject("sub-001"), Config())
+    >>> sorted(k for k in res.features if k.endswith("_ppi"))
+    ['modulation.dlpfc_pag_ppi', 'modulation.pag_racc_ppi', 'modulation.pag_rvm_ppi']
     """
     opts = config.module(NAME, DEFAULTS)
     run = subject.run(TASK)
@@ -197,7 +198,10 @@ def group(results: list[SubjectResult], cohort: Cohort, config: Config) -> Group
 
     Examples
     --------
-    >>> res = group([subject(s, cfg) for s in cohort], cohort, cfg)   # doctest: +SKIP
+    >>> cohort, cfg = Cohort.from_bids(bids_dir), Config()
+    >>> res = group([subject(s, cfg) for s in cohort], cohort, cfg)
+    >>> len(res.findings), sorted(res.findings["contrast"].unique())   # 11 features x 3 contrasts
+    (33, ['modulation_score', 'patient-control', 'responder-nonresponder'])
     """
     excluded = [r for r in results if r.excluded]
     results = [r for r in results if not r.excluded]

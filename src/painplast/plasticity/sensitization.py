@@ -98,9 +98,10 @@ def load_weights(path, target=None) -> nib.Nifti1Image:
 
     Examples
     --------
-    >>> w = load_weights("siips1_woo2017_weights.nii.gz", atlas.brain_mask(4))   # doctest: +SKIP
-    >>> w.shape                                                                  # doctest: +SKIP
-    (49, 58, 49)
+    >>> weights = nib.Nifti1Image(np.random.default_rng(0).normal(size=(91, 109, 91)),
+    ...                           np.array([[-2., 0, 0, 90], [0, 2, 0, -126], [0, 0, 2, -72], [0, 0, 0, 1]]))
+    >>> load_weights(weights, atlas.brain_mask(4)).shape     # a 2 mm map on the 4 mm grid
+    (50, 59, 48)
     """
     from nilearn.image import resample_img
 
@@ -152,9 +153,11 @@ def pattern_similarity(img_a, img_b, target) -> float:
 
     Examples
     --------
-    >>> pattern_similarity("siips1_woo2017_weights.nii.gz", "pines_chang2015_weights.nii.gz",
-    ...                    "pines_chang2015_weights.nii.gz")                       # doctest: +SKIP
-    0.0168
+    >>> rng = np.random.default_rng(0)
+    >>> a = nib.Nifti1Image(rng.normal(size=(20, 20, 20)), np.eye(4))
+    >>> b = nib.Nifti1Image(-2.0 * a.get_fdata(), np.eye(4))
+    >>> round(pattern_similarity(a, b, a), 6)
+    -1.0
     """
     if isinstance(target, (str, Path)):
         target = nib.load(str(target))
@@ -189,7 +192,11 @@ def signature_response(weights: nib.Nifti1Image, beta_img, mask: np.ndarray | No
 
     Examples
     --------
-    >>> dot, cos = signature_response(load_weights(path, beta), beta)   # doctest: +SKIP
+    >>> beta = nib.Nifti1Image(np.arange(1.0, 9.0).reshape(2, 2, 2), np.eye(4))
+    >>> weights = nib.Nifti1Image(np.ones((2, 2, 2)), np.eye(4))
+    >>> dot, cos = signature_response(load_weights(weights, beta), beta)
+    >>> float(dot), round(cos, 3)
+    (36.0, 0.891)
     """
     w = np.asarray(weights.dataobj, np.float64)
     b = np.asarray(beta_img.dataobj, np.float64)
@@ -225,9 +232,11 @@ def subject(subject: Subject, config: Config) -> SubjectResult:
 
     Examples
     --------
-    >>> res = subject(cohort.subject("sub-001"), Config())      # doctest: +SKIP
-    >>> res.features["sensitization.thalamus_slope"]            # doctest: +SKIP
-    0.17
+    >>> res = subject(Cohort.from_bids(bids_dir).subject("sub-001"), Config())
+    >>> sorted(res.maps)
+    ['pain_beta', 'pain_t', 'pain_x_intensity_beta', 'pain_x_intensity_t']
+    >>> bool(res.features["sensitization.thalamus_response"] > 0)
+    True
     """
     opts = config.module(NAME, DEFAULTS)
     run = subject.run(TASK)
@@ -360,8 +369,8 @@ def single_interval_roc(high: np.ndarray, low: np.ndarray) -> dict:
 
     Examples
     --------
-    >>> single_interval_roc(np.array([2.0, 3, 4]), np.array([0.0, 1, 2.5]))["auc"]
-    0.8888888888888888
+    >>> round(single_interval_roc(np.array([2.0, 3, 4]), np.array([0.0, 1, 2.5]))["auc"], 4)
+    0.8889
     """
     from sklearn.metrics import roc_auc_score, roc_curve
 
@@ -472,8 +481,10 @@ def group(results: list[SubjectResult], cohort: Cohort, config: Config) -> Group
 
     Examples
     --------
-    >>> res = group([subject(s, cfg) for s in cohort], cohort, cfg)   # doctest: +SKIP
-    >>> res.findings[["feature", "estimate", "p_corrected"]]          # doctest: +SKIP
+    >>> cohort, cfg = Cohort.from_bids(bids_dir), Config()
+    >>> res = group([subject(s, cfg) for s in cohort], cohort, cfg)
+    >>> len(res.findings), res.findings["contrast"].unique().tolist()   # 8 regions x (response, slope)
+    (16, ['patient-control'])
     """
     opts = config.module(NAME, DEFAULTS)
     excluded = [r for r in results if r.excluded]

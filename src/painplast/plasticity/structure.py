@@ -98,8 +98,8 @@ def load_gm(path: str | Path) -> nib.Nifti1Image:
 
     Examples
     --------
-    >>> img = load_gm("sub-01_space-MNI152NLin2009cAsym_label-GM_probseg.nii.gz")  # doctest: +SKIP
-    >>> img.shape                                                                  # doctest: +SKIP
+    >>> img = load_gm(Cohort.from_bids(bids_dir).subject("sub-001").gm)  # label-GM_probseg
+    >>> img.shape
     (50, 59, 48)
     """
     try:
@@ -305,8 +305,11 @@ def atlas_gm(img, atlas_path: str, labels_path: str | None = None) -> dict[str, 
 
     Examples
     --------
-    >>> atlas_gm(gm_img, "atlas-HarvardOxford_dseg.nii.gz")   # doctest: +SKIP
-    {'frontal_pole': 0.41, ...}
+    >>> gm = load_gm(Cohort.from_bids(bids_dir).subject("sub-001").gm)
+    >>> halves = np.where(atlas.voxel_coordinates(gm.shape, gm.affine)[..., 0] < 0, 1, 2)
+    >>> nib.save(nib.Nifti1Image(halves.astype(np.int16), gm.affine), "hemispheres.nii.gz")
+    >>> sorted(atlas_gm(gm, "hemispheres.nii.gz"))           # no label table: label_<k>
+    ['label_1', 'label_2']
     """
     path = Path(atlas_path)
     if not path.exists():
@@ -358,9 +361,9 @@ def subject(subject: Subject, config: Config) -> SubjectResult:
 
     Examples
     --------
-    >>> res = subject(cohort.subject("sub-001"), Config(modules=("structure",)))  # doctest: +SKIP
-    >>> round(res.features["structure.gm_total"])                                 # doctest: +SKIP
-    1071
+    >>> res = subject(Cohort.from_bids(bids_dir).subject("sub-001"), Config(modules=("structure",)))
+    >>> bool(res.features["structure.gm_total"] > 100), sorted(res.maps)   # mL; the group's input
+    (True, ['gm_smoothed'])
     """
     opts = config.module(NAME, DEFAULTS)
     if subject.gm is None:
@@ -449,7 +452,7 @@ def cluster_table(t_map: np.ndarray, p_map: np.ndarray, affine: np.ndarray, cont
     --------
     >>> t = np.zeros((9, 9, 9)); t[2:5, 2:5, 2:5] = -4.0; t[3, 3, 3] = -5.0
     >>> p = np.where(t != 0, 0.01, 1.0)
-    >>> cluster_table(t, p, np.diag([4.0, 4, 4, 1]), "age")[["peak_x", "peak_stat", "size_mm3"]].values.tolist()
+    >>> cluster_table(t, p, np.diag([4.0, 4, 4, 1]), "age")[["peak_x", "peak_stat", "size_mm3"]].round(3).values.tolist()
     [[12.0, -5.0, 1728.0]]
     """
     xyz = atlas.voxel_coordinates(t_map.shape, affine)
@@ -614,7 +617,14 @@ def voxelwise(results: Sequence[SubjectResult], participants: pd.DataFrame, extr
 
     Examples
     --------
-    >>> maps, clusters, summary, notes = voxelwise(results, parts, extra, cfg, DEFAULTS)  # doctest: +SKIP
+    >>> cohort, cfg = Cohort.from_bids(bids_dir), Config(n_permutations=20)
+    >>> results = [subject(s, cfg) for s in cohort]
+    >>> parts = cohort.participants.loc[[r.participant_id for r in results]]
+    >>> extra = pd.DataFrame({"gm_total": [r.features["structure.gm_total"] for r in results]},
+    ...                      index=parts.index)
+    >>> maps, clusters, summary, notes = voxelwise(results, parts, extra, cfg, DEFAULTS)
+    >>> sorted(maps)      # 8 participants: only the age contrast has enough (see notes)
+    ['age_logp_fwe_tfce', 'age_t', 'age_tfce', 'gm_mask']
     """
     from ..stats.permutation import permutation_test
 
@@ -705,8 +715,9 @@ def glass_brain_png(t_img, logp_img=None, alpha: float = 0.05, title: str = "") 
 
     Examples
     --------
-    >>> png = glass_brain_png(result.maps["patient_control_t"])   # doctest: +SKIP
-    >>> png[:4]                                                    # doctest: +SKIP
+    >>> mask = atlas.brain_mask(4)
+    >>> t = nib.Nifti1Image(4.0 * mask.get_fdata(), mask.affine)
+    >>> glass_brain_png(t)[:4]
     b'\\x89PNG'
     """
     from matplotlib.figure import Figure
@@ -748,7 +759,12 @@ def regional_effects_png(findings: pd.DataFrame, alpha: float = 0.05) -> bytes:
 
     Examples
     --------
-    >>> png = regional_effects_png(result.findings)   # doctest: +SKIP
+    >>> findings = pd.DataFrame({"feature": ["structure.gm_dlpfc", "structure.gm_thalamus"],
+    ...                          "contrast": "patient-control", "estimate": [-0.9, -0.2],
+    ...                          "ci_low": [-1.3, -0.6], "ci_high": [-0.5, 0.2],
+    ...                          "p_corrected": [0.001, 0.4]})
+    >>> regional_effects_png(findings)[:4]
+    b'\\x89PNG'
     """
     from matplotlib.figure import Figure
 
@@ -823,8 +839,10 @@ def group(results: list[SubjectResult], cohort: Cohort, config: Config) -> Group
 
     Examples
     --------
-    >>> res = group([subject(s, cfg) for s in cohort], cohort, cfg)     # doctest: +SKIP
-    >>> res.findings.query("p_corrected < 0.05")[["feature", "contrast"]]  # doctest: +SKIP
+    >>> cohort, cfg = Cohort.from_bids(bids_dir), Config(n_permutations=20)
+    >>> res = group([subject(s, cfg) for s in cohort], cohort, cfg)
+    >>> "structure.gm_dlpfc" in set(res.findings["feature"]), "clusters" in dir(res)
+    (True, True)
     """
     opts = config.module(NAME, DEFAULTS)
     excluded = [r for r in results if r.excluded]

@@ -734,8 +734,14 @@ def write_report(output_dir: str | Path) -> Path:
 
     Examples
     --------
-    >>> write_report("demo_output/derivatives")   # doctest: +SKIP
-    PosixPath('demo_output/derivatives/report.html')
+    >>> from painplast import engine
+    >>> from painplast.cohort import Cohort
+    >>> from painplast.config import Config
+    >>> cohort, config = Cohort.from_bids(bids_dir), Config(modules=("structure",), n_permutations=20)
+    >>> _ = engine.run_participant_level(cohort, config, "derivatives", progress=False)
+    >>> _ = engine.run_group_level(cohort, config, "derivatives", progress=False)
+    >>> write_report("derivatives")
+    PosixPath('derivatives/report.html')
     """
     root = Path(output_dir)
     path = root / "report.html"
