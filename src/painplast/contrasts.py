@@ -51,6 +51,7 @@ CONTRASTS: dict[str, Contrast] = {
     "age": Contrast("age", "continuous", "age", "all", ("group", "sex", "site")),
 }
 
+
 def for_column(column: str) -> str | None:
     """The contrast that tests a participants column (``group`` -> ``patient-control``), or None.
 

@@ -62,6 +62,7 @@ from sklearn.svm import SVR, LinearSVC
 from sklearn.utils.validation import check_is_fitted
 
 from painplast.biomarker.combat import ComBatTransformer
+from painplast.biomarker.features import _module_of
 from painplast.config import MODULES
 from painplast.errors import InputError, MissingColumnError
 from painplast.stats.harmonize import ComBatModel
@@ -904,9 +905,8 @@ class BiomarkerModel(BaseEstimator):
             if name not in spec["confounds"]:
                 continue
             allowed = set(allowed)
-            targets = [i for i, f in enumerate(spec["features"])
-                       if str(f).split(".", 1)[0] in allowed or "." not in str(f)
-                       or str(f).split(".", 1)[0] not in MODULES]
+            modules = [_module_of(f) for f in spec["features"]]
+            targets = [i for i, m in enumerate(modules) if m in allowed or m not in MODULES]
             if len(targets) == len(spec["features"]):
                 continue
             if offset is not None:  # positions (an int array: stored as .npy, not JSON)
