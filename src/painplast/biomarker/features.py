@@ -207,7 +207,8 @@ class FeatureTable:
         responses and slopes, named couplings, regional gray matter, modulation indices, the
         somatotopic shift; ``docs/developing.md``), fixed before any data are seen, so choosing
         them uses no outcome. Exploratory features (graph metrics, map coordinates, quality
-        measures) are left out; a module without a findings table keeps all its features.
+        measures) are left out; a module without a findings table keeps all its features
+        (none when ``contrast`` selects rows of the other modules' tables).
 
         Parameters
         ----------
@@ -254,6 +255,7 @@ class FeatureTable:
                                  fix="rerun the group stage of this module") from None
         by_contrast = contrast is not None and any(
             (t["contrast"] == contrast).any() for t in tables.values())
+        keep = set(keep)
         chosen = []
         for module in self.modules:
             columns = self.columns_of(module)
@@ -263,8 +265,7 @@ class FeatureTable:
             rows = tables[module]
             named = set(rows.loc[rows["contrast"] == contrast, "feature"] if by_contrast
                         else rows["feature"])
-            chosen += [c for c in columns if c in named or c.split(".", 1)[-1] in set(keep)
-                       or c in set(keep)]
+            chosen += [c for c in columns if c in named or c in keep or c.split(".", 1)[-1] in keep]
         if not chosen:
             raise InputError("no feature of the findings tables is in the feature table",
                              path=group, fix="use all features (--biomarker-features all)")

@@ -331,8 +331,6 @@ def _folds(n_splits: int, y, site, random_state, shuffle=True):
 def _target_columns(y) -> np.ndarray:
     """A target as regression columns: itself if numeric with two or more values, else indicators."""
     y = np.asarray(y)
-    if y.ndim == 2:
-        return y.astype(np.float64)
     numeric = pd.to_numeric(pd.Series(y), errors="coerce")
     if numeric.notna().all():
         return numeric.to_numpy(np.float64)[:, None]
