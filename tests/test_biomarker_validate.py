@@ -57,8 +57,9 @@ def test_metrics_match_scikit_learn():
 
 
 def test_intervals_cover_the_corrected_fold_variance():
-    # 2 repeats x 4 folds of 15: the AUC interval must contain estimate +- t * SE with the
-    # Nadeau-Bengio corrected SE of the 8 fold-wise AUCs, computed here by hand
+    # 2 repeats x 4 folds of 15: the AUC is the mean of the 8 folds' AUCs, and its interval
+    # contains estimate +- t * SE with the Nadeau-Bengio corrected SE of those AUCs, computed
+    # here by hand; the pooled AUC is still reported, as auc_pooled
     from scipy import stats
 
     rng = np.random.default_rng(7)
@@ -70,15 +71,40 @@ def test_intervals_cover_the_corrected_fold_variance():
                          ["control", "patient"], True, [], folds=folds)
     plain = metrics(y, CrossValidation("binary", scores, cv.predicted, 0.5, ["control", "patient"],
                                        True, []), n_bootstrap=500, calibration=False)["auc"]
-    out = metrics(y, cv, n_bootstrap=500, calibration=False)["auc"]
+    both = metrics(y, cv, n_bootstrap=500, calibration=False)
+    out = both["auc"]
     per_fold = np.array([roc_auc_score(positive[folds[r] == k], scores[r][folds[r] == k])
                          for r in range(2) for k in np.unique(folds[r])])
     se = np.sqrt((1 / 8 + 15 / 45) * per_fold.var(ddof=1))
     half = stats.t.ppf(0.975, 7) * se
-    assert out["estimate"] == pytest.approx(plain["estimate"])
-    assert out["ci_low"] == pytest.approx(min(plain["ci_low"], out["estimate"] - half))
-    assert out["ci_high"] == pytest.approx(min(1.0, max(plain["ci_high"], out["estimate"] + half)))
+    assert out["estimate"] == pytest.approx(per_fold.mean())
+    assert out["estimate"] != pytest.approx(plain["estimate"], abs=1e-3)
+    assert both["auc_pooled"]["estimate"] == pytest.approx(plain["estimate"])
+    assert out["ci_low"] <= out["estimate"] - half + 1e-12
+    assert out["ci_high"] >= min(1.0, out["estimate"] + half) - 1e-12
     assert out["ci_high"] - out["ci_low"] > plain["ci_high"] - plain["ci_low"]
+    assert out["ci_high"] - out["ci_low"] < 2 * half + 0.1
+
+
+def test_fold_auc_bootstrap_equals_scoring_each_resample():
+    # the weighted Mann-Whitney shortcut against materializing every resample (duplicates
+    # included) and scoring each fold with scikit-learn
+    from painplast.biomarker.validate import _bootstrap_indices, _fold_auc_bootstrap
+
+    rng = np.random.default_rng(3)
+    positive = np.repeat([False, True], 20)
+    scores = np.round(positive + rng.normal(size=(2, 40)), 1)  # ties included
+    folds = np.stack([rng.permutation(np.repeat(np.arange(4), 10)) + 4 * r for r in range(2)])
+    idx = _bootstrap_indices(positive, "binary", 30, rng)
+    fast = _fold_auc_bootstrap(scores, positive, folds, idx)
+    for b in range(30):
+        values = []
+        for r in range(2):
+            for k in np.unique(folds[r]):
+                members = idx[b][folds[r][idx[b]] == k]
+                if 0 < positive[members].sum() < len(members):
+                    values.append(roc_auc_score(positive[members], scores[r][members]))
+        assert fast[b] == pytest.approx(np.mean(values))
 
 
 def test_diagnosis_cross_validated_and_leave_site_out_auc_near_best_auc(tmp_path):

@@ -136,6 +136,7 @@ def test_report_content_matches_findings_and_truth(output, small_cohort):
     bio = text.split('<section id="biomarker">')[1].split("</section>")[0]
     assert bio.count("data:image/png;base64,") >= 5  # ROC, calibration, confusion, 2 radars
     assert "Leave-one-site-out" in bio and "site1" in bio
+    assert "AUC (mean over folds)" in bio
     quality = text.split('<section id="quality">')[1].split("</section>")[0]
     assert "sub-003" in quality and "mean FD above 0.5 mm" in quality
     assert "123 permutations" in text  # the run's parameters reach the methods paragraph

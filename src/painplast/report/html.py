@@ -532,11 +532,16 @@ def _radars(out: _Output) -> list[Markup]:
     return items
 
 
+#: Metric names in the biomarker tables, where the plain name would be ambiguous.
+_METRIC_LABELS = {"auc": "AUC (mean over folds)", "auc_pooled": "AUC (scores pooled over folds)"}
+
+
 def _metrics_table(metrics: dict) -> pd.DataFrame:
     rows = []
     for name, value in (metrics or {}).items():
         if isinstance(value, dict) and "estimate" in value:
-            rows.append({"metric": name.replace("_", " "), "estimate": _number(value.get("estimate")),
+            rows.append({"metric": _METRIC_LABELS.get(name, name.replace("_", " ")),
+                         "estimate": _number(value.get("estimate")),
                          "95% CI": f"[{_number(value.get('ci_low'))}, {_number(value.get('ci_high'))}]"})
     return pd.DataFrame(rows, columns=["metric", "estimate", "95% CI"])
 
@@ -580,17 +585,20 @@ def _biomarker(out: _Output) -> Markup:
             body.append(tag("p", f"Validation: {result['scheme']}.", class_="small"))
         mt = _metrics_table(result.get("metrics"))
         if len(mt):
-            body.append(table(mt, caption="Out-of-fold performance (95% bootstrap CI)"))
+            body.append(table(mt, caption="Out-of-fold performance (95% CI: bootstrap, widened "
+                                           "to the corrected variance over folds)"))
         preds = _read_tsv(out.root / "group" / f"biomarker_{target}_predictions.tsv")
         row = []
         classes = result.get("classes") or []
         kind = result.get("kind")
         if preds is not None and kind == "binary" and len(classes) == 2 and {"target", "score"} <= set(preds):
             positive = preds["target"].astype(str) == str(classes[-1])
+            metrics = result.get("metrics") or {}
             row.append(image(figs.roc_plot(positive.to_numpy(), preds["score"].to_numpy(float),
-                                           (result.get("metrics") or {}).get("auc"),
+                                           metrics.get("auc_pooled", metrics.get("auc")),
                                            title=f"ROC: {classes[-1]} vs {classes[0]}"),
-                             f"ROC {target}", "Out-of-fold ROC with a 95% bootstrap band."))
+                             f"ROC {target}", "Out-of-fold ROC of the scores pooled over folds "
+                             "(its AUC is the pooled one), with a 95% bootstrap band."))
         row.append(image(figs.calibration_plot(result.get("calibration") or []),
                          f"calibration {target}", "Calibration: observed against predicted probability."))
         if preds is not None and "prediction" in preds and kind != "continuous":
