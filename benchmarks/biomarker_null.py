@@ -2,6 +2,7 @@
 
 usage: OMP_NUM_THREADS=1 python benchmarks/biomarker_null.py [--seeds 20] [--participants 120]
                                             [--permutations 100] [--repeats 5] [--n-jobs 2]
+                                            [--start 2000]
 
 For each seed, a null cohort (no group, clinical or responder effect; site, age and noise
 remain) is drawn from the simulator's latent model (:func:`painplast.simulate.latent_cohort`:
@@ -31,6 +32,7 @@ def main(argv=None) -> int:
     ap.add_argument("--target", default="diagnosis")
     ap.add_argument("--repeats", type=int, default=5, help="repeats of the outer CV (CLI default 5)")
     ap.add_argument("--n-jobs", type=int, default=2)
+    ap.add_argument("--start", type=int, default=2000, help="first seed (the issue's: 2000)")
     args = ap.parse_args(argv)
 
     from painplast.biomarker.features import from_frame
@@ -42,7 +44,7 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     for seed in range(args.seeds):
         params = SimulationParameters(n_participants=args.participants, n_sites=args.sites,
-                                      seed=2000 + seed, null=True)
+                                      seed=args.start + seed, null=True)
         feats, parts = latent_cohort(params)
         X = design(from_frame(feats), parts)
         target = resolve_target(parts, args.target)
@@ -54,7 +56,7 @@ def main(argv=None) -> int:
         covered.append(bool(auc["ci_low"] <= 0.5 <= auc["ci_high"]))
         aucs.append(auc["estimate"])
         p_text = "not run" if result["permutation_p"] is None else f"{result['permutation_p']:.3f}"
-        print(f"seed {2000 + seed}: AUC {auc['estimate']:.3f} [{auc['ci_low']:.3f}, "
+        print(f"seed {args.start + seed}: AUC {auc['estimate']:.3f} [{auc['ci_low']:.3f}, "
               f"{auc['ci_high']:.3f}], permutation p {p_text} "
               f"({time.perf_counter() - t0:.0f} s)", flush=True)
     if args.permutations == 0:  # intervals only
@@ -65,7 +67,8 @@ def main(argv=None) -> int:
           f"{below} permutation p < 0.05 (target <= 3), AUC interval covers 0.5 in "
           f"{sum(covered)} (target >= 18); mean AUC {np.mean(aucs):.3f}")
     print(json.dumps({"benchmark": "biomarker_null", "target": args.target, "seeds": args.seeds,
-                      "participants": args.participants, "permutations": args.permutations,
+                      "start": args.start, "participants": args.participants,
+                      "permutations": args.permutations,
                       "p_below_0.05": below, "ci_covers_0.5": int(sum(covered)),
                       "mean_auc": round(float(np.mean(aucs)), 4),
                       "p_values": [round(p, 4) for p in p_values], "meets_targets": bool(ok)}))

@@ -115,10 +115,13 @@ def test_diagnosis_cross_validated_and_leave_site_out_auc_near_best_auc(tmp_path
                                   learning=False, n_jobs=2)
     best = truth["best_auc"]["diagnosis"]
     auc = result["metrics"]["auc"]
-    assert abs(auc["estimate"] - best) < 0.07, (auc, best)
+    # issue 6's acceptance: within 0.05 of the best AUC (0.960 and 0.967 against 0.989 here;
+    # the AUC of the scores pooled over folds, 0.942, is reported but not the estimate)
+    assert abs(auc["estimate"] - best) < 0.05, (auc, best)
+    assert set(result["metrics"]["auc_pooled"]) == {"estimate", "ci_low", "ci_high"}
     assert auc["ci_low"] < best + 0.01 and auc["ci_high"] > best - 0.1
     assert len(result["leave_site_out"]) == 3
-    assert abs(result["leave_site_out_summary"]["auc"] - best) < 0.08
+    assert abs(result["leave_site_out_summary"]["auc"] - best) < 0.05
     written = json.loads((tmp_path / "group" / "biomarker_diagnosis.json").read_text())
     for key in ("auc", "balanced_accuracy", "sensitivity", "specificity"):
         assert set(written["metrics"][key]) == {"estimate", "ci_low", "ci_high"}
