@@ -538,7 +538,7 @@ def metrics(y, cv: CrossValidation, n_bootstrap: int = 2000, random_state: int =
             out = _widen_by_fold_variance(out, per_fold, ratio)
             # AUC: the mean of the folds' AUCs; the pooled one is kept for comparison
             out["auc_pooled"] = out.pop("auc")
-            fold_auc = _fold_aucs(cv.scores, positive, cv.folds)
+            fold_auc = per_fold["auc"]  # = _fold_aucs(cv.scores, positive, cv.folds)
             boot = _fold_auc_bootstrap(cv.scores, positive, cv.folds, idx)
             auc = _widen_by_fold_variance(_summarize({"auc": fold_auc}, {"auc": boot}),
                                           {"auc": fold_auc}, ratio)

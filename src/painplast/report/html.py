@@ -597,8 +597,9 @@ def _biomarker(out: _Output) -> Markup:
             row.append(image(figs.roc_plot(positive.to_numpy(), preds["score"].to_numpy(float),
                                            metrics.get("auc_pooled", metrics.get("auc")),
                                            title=f"ROC: {classes[-1]} vs {classes[0]}"),
-                             f"ROC {target}", "Out-of-fold ROC of the scores pooled over folds "
-                             "(its AUC is the pooled one), with a 95% bootstrap band."))
+                             f"ROC {target}", "Out-of-fold ROC of the participants' scores (mean "
+                             "over repeats, pooled over folds), labelled with the pooled AUC; "
+                             "95% bootstrap band."))
         row.append(image(figs.calibration_plot(result.get("calibration") or []),
                          f"calibration {target}", "Calibration: observed against predicted probability."))
         if preds is not None and "prediction" in preds and kind != "continuous":
