@@ -86,6 +86,39 @@ def test_intervals_cover_the_corrected_fold_variance():
     assert out["ci_high"] - out["ci_low"] < 2 * half + 0.1
 
 
+def test_delong_variance_matches_the_auc_spread_and_floors_the_interval():
+    # DeLong's variance of one AUC estimate against the spread of AUCs over 2000 samples
+    from scipy import stats
+    from painplast.biomarker.validate import _delong_variance
+
+    rng = np.random.default_rng(11)
+    positive = np.repeat([False, True], [14, 10])
+    aucs, variances = [], []
+    for _ in range(2000):
+        s = rng.normal(size=24) + 1.0 * positive
+        aucs.append(roc_auc_score(positive, s))
+        variances.append(_delong_variance(s, positive))
+    assert np.mean(variances) == pytest.approx(np.var(aucs), rel=0.12)
+    # folds that agree more than their test sets allow: the interval uses the DeLong floor
+    y = np.repeat(["control", "patient"], 30)
+    positive = y == "patient"
+    base = 0.3 * positive + rng.normal(size=60)
+    scores = np.stack([base, base + 1e-3 * rng.normal(size=60)])
+    folds = np.stack([np.tile(np.arange(4), 15), np.tile(np.arange(4), 15) + 4])
+    cv = CrossValidation("binary", scores, np.where(scores >= 0, "patient", "control"), 0.0,
+                         ["control", "patient"], False, [], folds=folds)
+    out = metrics(y, cv, n_bootstrap=300, calibration=False)["auc"]
+    per_fold = np.array([roc_auc_score(positive[folds[r] == k], scores[r][folds[r] == k])
+                         for r in range(2) for k in np.unique(folds[r])])
+    floor = np.mean([_delong_variance(scores[r][folds[r] == k], positive[folds[r] == k])
+                     for r in range(2) for k in np.unique(folds[r])])
+    ratio = 15 / 45
+    assert floor / (1 + ratio) > per_fold.var(ddof=1)  # the floor is what applies here
+    half = stats.t.ppf(0.975, 7) * np.sqrt((1 / 8 + ratio) * floor / (1 + ratio))
+    assert out["ci_low"] <= out["estimate"] - half + 1e-12
+    assert out["ci_high"] >= min(1.0, out["estimate"] + half) - 1e-12
+
+
 def test_fold_auc_bootstrap_equals_scoring_each_resample():
     # the weighted Mann-Whitney shortcut against materializing every resample (duplicates
     # included) and scoring each fold with scikit-learn
