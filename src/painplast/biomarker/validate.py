@@ -336,6 +336,13 @@ def _fold_aucs(scores: np.ndarray, positive: np.ndarray, folds: np.ndarray) -> n
     return np.asarray(values, float)
 
 
+def _pairs(scores: np.ndarray, positive: np.ndarray) -> np.ndarray:
+    """Mann-Whitney kernel, shape (n_positive, n_negative): 1 where the positive participant
+    scores higher, 0.5 for a tie, 0 otherwise (its mean is the AUC)."""
+    x, y = scores[positive], scores[~positive]
+    return (x[:, None] > y[None]) + 0.5 * (x[:, None] == y[None])
+
+
 def _delong_variance(scores: np.ndarray, positive: np.ndarray) -> float:
     """DeLong et al. (1988) variance of one AUC estimate over its test participants.
 
@@ -349,11 +356,10 @@ def _delong_variance(scores: np.ndarray, positive: np.ndarray) -> float:
     float
         NaN with fewer than two participants of either class.
     """
-    x, y = scores[positive], scores[~positive]
-    if len(x) < 2 or len(y) < 2:
+    h = _pairs(scores, positive)
+    if min(h.shape) < 2:
         return float("nan")
-    h = (x[:, None] > y[None]) + 0.5 * (x[:, None] == y[None])
-    return float(h.mean(1).var(ddof=1) / len(x) + h.mean(0).var(ddof=1) / len(y))
+    return float(h.mean(1).var(ddof=1) / h.shape[0] + h.mean(0).var(ddof=1) / h.shape[1])
 
 
 def _fold_auc_bootstrap(scores: np.ndarray, positive: np.ndarray, folds: np.ndarray,
@@ -382,8 +388,8 @@ def _fold_auc_bootstrap(scores: np.ndarray, positive: np.ndarray, folds: np.ndar
     for r in range(scores.shape[0]):
         for k in np.unique(folds[r][folds[r] >= 0]):
             test = folds[r] == k
-            s, p = scores[r, test], positive[test]
-            h = (s[p][:, None] > s[~p][None]) + 0.5 * (s[p][:, None] == s[~p][None])
+            p = positive[test]
+            h = _pairs(scores[r, test], p)
             wp, wn = weights[:, test][:, p], weights[:, test][:, ~p]
             with np.errstate(invalid="ignore", divide="ignore"):
                 auc = np.einsum("bi,ij,bj->b", wp, h, wn) / (wp.sum(1) * wn.sum(1))
