@@ -249,7 +249,8 @@ class FeatureTable:
             if not path.exists():
                 continue
             try:
-                tables[module] = pd.read_csv(path, sep="\t", usecols=["feature", "contrast"]).astype(str)
+                tables[module] = pd.read_csv(path, sep="\t",
+                                             usecols=["feature", "contrast"]).astype(str)
             except (OSError, ValueError, pd.errors.ParserError) as error:
                 raise InputError(f"cannot read the findings table ({error})", path=path,
                                  fix="rerun the group stage of this module") from None

@@ -67,8 +67,8 @@ from painplast.config import MODULES
 from painplast.errors import InputError, MissingColumnError
 from painplast.stats.harmonize import ComBatModel
 
-__all__ = ["CONFOUNDS", "CONFOUND_SCOPE", "TARGET_COLUMN", "ConfoundRegression", "BiomarkerModel", "Target",
-           "Screening", "fit_in_row_space",
+__all__ = ["CONFOUNDS", "CONFOUND_SCOPE", "TARGET_COLUMN", "ConfoundRegression", "BiomarkerModel",
+           "Target", "Screening", "fit_in_row_space",
            "resolve_target", "design", "strata", "adapt_to_new_sites", "save", "predict"]
 
 #: Confounds regressed out (and preserved through ComBat), when present.
@@ -803,7 +803,8 @@ class BiomarkerModel(BaseEstimator):
     """
 
     def __init__(self, kind="auto", estimator="auto", site="site", confounds=CONFOUNDS,
-                 confound_scope=CONFOUND_SCOPE, confounds_keep_target=True, harmonize=True, preserve_target=False, n_components=None, penalties=None,
+                 confound_scope=CONFOUND_SCOPE, confounds_keep_target=True, harmonize=True,
+                 preserve_target=False, n_components=None, penalties=None,
                  screening=SCREENING, inner_folds=5, random_state=0):
         self.kind = kind
         self.estimator = estimator
@@ -899,16 +900,17 @@ class BiomarkerModel(BaseEstimator):
     def _scope(self, spec, offset=None):
         """ConfoundRegression's scope: by name, or by position when ``offset`` (ComBat) is given."""
         scope = []
+        modules = [_module_of(f) for f in spec["features"]]
         for name, allowed in self.confound_scope or ():
             if name not in spec["confounds"]:
                 continue
             allowed = set(allowed)
-            modules = [_module_of(f) for f in spec["features"]]
             targets = [i for i, m in enumerate(modules) if m in allowed or m not in MODULES]
             if len(targets) == len(spec["features"]):
                 continue
             if offset is not None:  # positions (an int array: stored as .npy, not JSON)
-                scope.append((spec["confounds"].index(name) + offset, np.asarray(targets, np.int64)))
+                scope.append((spec["confounds"].index(name) + offset,
+                              np.asarray(targets, np.int64)))
             else:
                 scope.append((name, [spec["features"][i] for i in targets]))
         return tuple(scope) or None
