@@ -135,6 +135,46 @@ def test_model_scopes_motion_to_bold_features_and_saves_it(tmp_path):
                                model.predict_proba(X)[:, 1], rtol=1e-12)
 
 
+def _motion_null_cohort(seed, n=120, p=200):
+    """No feature differs between groups; patients move more (log mean FD d ~ 1)."""
+    rng = np.random.default_rng(seed)
+    group = np.repeat([0, 1], n // 2)
+    rng.shuffle(group)
+    fd = 0.12 * np.exp(0.35 * rng.normal(size=n) + 0.35 * group)
+    ids = [f"sub-{i:03d}" for i in range(n)]
+    feats = pd.DataFrame(rng.normal(size=(n, p)), index=pd.Index(ids, name="participant_id"),
+                         columns=[f"connectivity.e{j}" for j in range(p)])
+    parts = pd.DataFrame({"participant_id": ids, "site": np.tile(["a", "b", "c"], n // 3),
+                          "age": rng.uniform(20, 60, n), "sex": rng.choice(["F", "M"], n),
+                          "mean_fd": fd, "group": np.where(group == 1, "patient", "control")})
+    return design(from_frame(feats), parts), parts["group"].to_numpy(), np.log(fd)
+
+
+def test_motion_that_differs_between_groups_does_not_leak_into_predictions():
+    """Under the null, held-out scores must not follow head motion (cross-validated confound
+    regression); keeping the target in the confound fit lets motion in (the default avoids it).
+    """
+    from painplast.biomarker.validate import _fold_aucs, cross_validate
+
+    def run(keep):
+        aucs, follow = [], []
+        for seed in range(6):
+            X, y, log_fd = _motion_null_cohort(seed)
+            model = BiomarkerModel(inner_folds=3, confounds_keep_target=keep)
+            cv = cross_validate(model, X, y, folds=5, repeats=1, random_state=0)
+            patient = y == "patient"
+            aucs.append(np.nanmean(_fold_aucs(cv.scores, patient, cv.folds)))
+            # within each class, so the group difference in motion does not count
+            follow.append(np.mean([np.corrcoef(cv.scores[0][patient == c], log_fd[patient == c])[0, 1]
+                                   for c in (True, False)]))
+        return np.mean(aucs), np.mean(follow)
+
+    auc, follow = run(keep=BiomarkerModel().confounds_keep_target)
+    assert abs(follow) < 0.12 and auc < 0.6
+    leaky_auc, leaky_follow = run(keep=True)
+    assert leaky_follow > 0.2 and leaky_auc > auc + 0.05
+
+
 @pytest.mark.parametrize("estimator", ["logistic", "svm", "ridge"])
 def test_fit_in_the_rows_span_equals_the_fit_on_all_features(estimator):
     # 40 participants x 600 features: the model fitted in the 40-dimensional span of the rows

@@ -148,8 +148,10 @@ def test_diagnosis_cross_validated_and_leave_site_out_auc_near_best_auc(tmp_path
                                   learning=False, n_jobs=2)
     best = truth["best_auc"]["diagnosis"]
     auc = result["metrics"]["auc"]
-    # issue 6's acceptance: within 0.05 of the best AUC (0.960 and 0.967 against 0.989 here;
-    # the AUC of the scores pooled over folds, 0.942, is reported but not the estimate)
+    # issue 6's acceptance: within 0.05 of the best AUC (0.946 and 0.963 against 0.989 here;
+    # the AUC of the scores pooled over folds is reported but not the estimate). These latent
+    # participants have no motion confound; with it (latent_cohort(motion=True)) the model
+    # removes the group difference motion shares and reaches 0.912 / 0.920 (RESULTS.md).
     assert abs(auc["estimate"] - best) < 0.05, (auc, best)
     assert set(result["metrics"]["auc_pooled"]) == {"estimate", "ci_low", "ci_high"}
     assert auc["ci_low"] < best + 0.01 and auc["ci_high"] > best - 0.1

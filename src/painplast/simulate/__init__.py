@@ -178,12 +178,21 @@ def _cohort_latents(params: SimulationParameters):
     return clin, lat, ids, subj_seq
 
 
-def latent_cohort(params: SimulationParameters) -> tuple[pd.DataFrame, pd.DataFrame]:
+def latent_cohort(params: SimulationParameters, motion: bool = False) -> tuple[pd.DataFrame, pd.DataFrame]:
     """A cohort's noise-free features and participants table, without writing any image.
 
     The same participants, with the same values, as :func:`simulate` with ``params`` writes to
     ``participants.tsv`` and ``derivatives/simulation/participants_truth.tsv``; useful for
     testing group statistics and biomarkers quickly.
+
+    Parameters
+    ----------
+    params : SimulationParameters
+    motion : bool
+        Add a ``mean_fd`` column to the participants table: the mean framewise displacement
+        each participant's BOLD runs are simulated around (``mean_fd_target`` of
+        participants_truth.tsv; patients move more, also under ``null``). A run on images
+        reads it from the fMRIPrep confounds instead.
 
     Returns
     -------
@@ -201,7 +210,10 @@ def latent_cohort(params: SimulationParameters) -> tuple[pd.DataFrame, pd.DataFr
     clin, lat, ids, _ = _cohort_latents(params.validate())
     feats = truth_features(lat)
     feats.index = ids
-    return feats, _participants(clin, ids)
+    parts = _participants(clin, ids)
+    if motion:
+        parts["mean_fd"] = clin["mean_fd_target"].to_numpy()
+    return feats, parts
 
 
 def _simulate_into(root: Path, params: SimulationParameters, n_jobs: int, progress: bool) -> None:
