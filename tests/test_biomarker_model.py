@@ -165,8 +165,9 @@ def test_motion_that_differs_between_groups_does_not_leak_into_predictions():
             patient = y == "patient"
             aucs.append(np.nanmean(_fold_aucs(cv.scores, patient, cv.folds)))
             # within each class, so the group difference in motion does not count
-            follow.append(np.mean([np.corrcoef(cv.scores[0][patient == c], log_fd[patient == c])[0, 1]
-                                   for c in (True, False)]))
+            follow.append(np.mean([
+                np.corrcoef(cv.scores[0][patient == c], log_fd[patient == c])[0, 1]
+                for c in (True, False)]))
         return np.mean(aucs), np.mean(follow)
 
     auc, follow = run(keep=BiomarkerModel().confounds_keep_target)

@@ -178,7 +178,8 @@ def _cohort_latents(params: SimulationParameters):
     return clin, lat, ids, subj_seq
 
 
-def latent_cohort(params: SimulationParameters, motion: bool = False) -> tuple[pd.DataFrame, pd.DataFrame]:
+def latent_cohort(params: SimulationParameters,
+                  motion: bool = False) -> tuple[pd.DataFrame, pd.DataFrame]:
     """A cohort's noise-free features and participants table, without writing any image.
 
     The same participants, with the same values, as :func:`simulate` with ``params`` writes to
