@@ -314,6 +314,15 @@ def _auc(scores: np.ndarray, positive: np.ndarray) -> np.ndarray:
         return ((ranks * positive).sum(axis=1) - n1 * (n1 + 1) / 2) / (n1 * n0)
 
 
+def _outer_folds(folds: np.ndarray):
+    """Yield ``(repeat, test_mask)`` for every outer fold of every repeat, in order.
+
+    ``folds`` has shape (n_repeats, n): each participant's outer fold (-1: not tested)."""
+    for r in range(folds.shape[0]):
+        for k in np.unique(folds[r][folds[r] >= 0]):
+            yield r, folds[r] == k
+
+
 def _fold_aucs(scores: np.ndarray, positive: np.ndarray, folds: np.ndarray) -> np.ndarray:
     """AUC of every outer fold (each fold's model on its own test participants).
 
@@ -328,12 +337,8 @@ def _fold_aucs(scores: np.ndarray, positive: np.ndarray, folds: np.ndarray) -> n
     ndarray, shape (n_folds_over_all_repeats,)
         NaN for a fold with one class only.
     """
-    values = []
-    for r in range(scores.shape[0]):
-        for k in np.unique(folds[r][folds[r] >= 0]):
-            test = folds[r] == k
-            values.append(_auc(scores[r, test][None], positive[test][None])[0])
-    return np.asarray(values, float)
+    return np.asarray([_auc(scores[r, test][None], positive[test][None])[0]
+                       for r, test in _outer_folds(folds)], float)
 
 
 def _pairs(scores: np.ndarray, positive: np.ndarray) -> np.ndarray:
@@ -385,17 +390,15 @@ def _fold_auc_bootstrap(scores: np.ndarray, positive: np.ndarray, folds: np.ndar
     weights = np.zeros((n_boot, n))
     np.add.at(weights, (np.repeat(np.arange(n_boot), idx.shape[1]), idx.ravel()), 1.0)
     total, count = np.zeros(n_boot), np.zeros(n_boot)
-    for r in range(scores.shape[0]):
-        for k in np.unique(folds[r][folds[r] >= 0]):
-            test = folds[r] == k
-            p = positive[test]
-            h = _pairs(scores[r, test], p)
-            wp, wn = weights[:, test][:, p], weights[:, test][:, ~p]
-            with np.errstate(invalid="ignore", divide="ignore"):
-                auc = np.einsum("bi,ij,bj->b", wp, h, wn) / (wp.sum(1) * wn.sum(1))
-            ok = np.isfinite(auc)
-            total[ok] += auc[ok]
-            count[ok] += 1
+    for r, test in _outer_folds(folds):
+        p = positive[test]
+        h = _pairs(scores[r, test], p)
+        wp, wn = weights[:, test][:, p], weights[:, test][:, ~p]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            auc = np.einsum("bi,ij,bj->b", wp, h, wn) / (wp.sum(1) * wn.sum(1))
+        ok = np.isfinite(auc)
+        total[ok] += auc[ok]
+        count[ok] += 1
     with np.errstate(invalid="ignore", divide="ignore"):
         return total / count
 
@@ -503,14 +506,11 @@ def _per_fold(cv: CrossValidation, compute) -> tuple[dict[str, np.ndarray], floa
     """``compute(test_indices, repeat)`` -> {metric: value} for every outer fold; and the mean
     ratio of test to training participants."""
     values, ratios = {}, []
-    for r in range(cv.folds.shape[0]):
-        for k in np.unique(cv.folds[r]):
-            if k < 0:
-                continue
-            test = np.flatnonzero(cv.folds[r] == k)
-            ratios.append(len(test) / max(cv.folds.shape[1] - len(test), 1))
-            for name, value in compute(test, r).items():
-                values.setdefault(name, []).append(float(np.asarray(value).ravel()[0]))
+    for r, mask in _outer_folds(cv.folds):
+        test = np.flatnonzero(mask)
+        ratios.append(len(test) / max(cv.folds.shape[1] - len(test), 1))
+        for name, value in compute(test, r).items():
+            values.setdefault(name, []).append(float(np.asarray(value).ravel()[0]))
     return {k: np.asarray(v, float) for k, v in values.items()}, float(np.mean(ratios))
 
 
@@ -577,9 +577,8 @@ def metrics(y, cv: CrossValidation, n_bootstrap: int = 2000, random_state: int =
             out["auc_pooled"] = out.pop("auc")
             fold_auc = per_fold["auc"]  # = _fold_aucs(cv.scores, positive, cv.folds)
             boot = _fold_auc_bootstrap(cv.scores, positive, cv.folds, idx)
-            delong = [_delong_variance(cv.scores[r, cv.folds[r] == k],
-                                       positive[cv.folds[r] == k])
-                      for r in range(repeats) for k in np.unique(cv.folds[r][cv.folds[r] >= 0])]
+            delong = [_delong_variance(cv.scores[r, test], positive[test])
+                      for r, test in _outer_folds(cv.folds)]
             floor = {"auc": float(np.nanmean(delong))} if np.isfinite(delong).any() else {}
             auc = _widen_by_fold_variance(_summarize({"auc": fold_auc}, {"auc": boot}),
                                           {"auc": fold_auc}, ratio, floor)
