@@ -24,7 +24,7 @@ SHAPE = (6, 7, 5)
 N_VOLUMES = 10
 AFFINE = np.diag([4.0, 4.0, 4.0, 1.0])
 AFFINE[:3, 3] = (-12, -14, -10)
-RPN_SZEGED = Path("/work/shared/data/rpn_szeged")
+RPN_SZEGED = Path(__file__).resolve().parents[2] / "shared" / "data" / "rpn_szeged"
 
 
 # --------------------------------------------------------------------------------------------
@@ -234,12 +234,22 @@ def test_bad_participants_table(dataset, text):
     raises_input_error(dataset, "participants.tsv", validate=False)  # IDs are checked in any case
 
 
-@pytest.mark.parametrize("value", ["pt", "n/a", "healthy"])
-def test_group_values_must_be_patient_or_control(dataset, value):
+@pytest.mark.parametrize("value", ["pt", "healthy", "CLBP"])
+def test_group_codes_that_say_nothing_stop_and_name_the_flag(dataset, value):
     write_tsv(dataset / "participants.tsv",
               f"participant_id\tgroup\nsub-01\tpatient\nsub-02\tcontrol\nsub-03\t{value}\nsub-04\tcontrol\n")
     message = raises_input_error(dataset, "participants.tsv")
-    assert "sub-03" in message and "patient or control" in message
+    assert "sub-03" in message and "patient or control" in message and "--group-map" in message
+    cohort = Cohort.from_bids(dataset, group_map={value: "patient"})
+    assert cohort.participants["group"].tolist() == ["patient", "control", "patient", "control"]
+
+
+def test_group_na_leaves_the_participant_out_of_group_analyses_with_a_note(dataset):
+    write_tsv(dataset / "participants.tsv",
+              "participant_id\tgroup\nsub-01\tpatient\nsub-02\tcontrol\nsub-03\tn/a\nsub-04\tcontrol\n")
+    cohort = Cohort.from_bids(dataset)
+    assert len(cohort) == 4 and cohort.participants["group"].isna().tolist() == [False, False, True, False]
+    assert any("group is n/a for sub-03" in note for note in cohort.notes)
 
 
 def test_site_na_is_an_error(dataset):
@@ -251,9 +261,13 @@ def test_site_na_is_an_error(dataset):
 def test_listed_participant_without_any_file(dataset):
     with open(dataset / "participants.tsv", "a") as handle:
         handle.write("sub-05\tcontrol\t40\n")
-    message = raises_input_error(dataset, "participants.tsv")
-    assert "sub-05" in message
-    assert len(Cohort.from_bids(dataset, validate=False).subject("05").runs) == 0
+    with pytest.warns(UserWarning, match="sub-05"):
+        cohort = Cohort.from_bids(dataset)   # a dropout is left out, as BIDS Apps do
+    assert [s.participant_id for s in cohort] == ["sub-01", "sub-02", "sub-03", "sub-04"]
+    assert cohort.left_out == (("sub-05", "no file found (listed in participants.tsv)"),)
+    assert "sub-05" in cohort.participants.index        # still in the table
+    message = raises_input_error(dataset, "participants.tsv", strict=True)
+    assert "sub-05" in message and "--participant-label" in message
 
 
 # --------------------------------------------------------------------------------------------
@@ -513,10 +527,12 @@ def test_cat12_and_fmriprep_gray_matter(tmp_path):
 # Real data and speed
 # --------------------------------------------------------------------------------------------
 
-@pytest.mark.skipif(not RPN_SZEGED.is_dir(), reason="shared rpn_szeged data not available")
 def test_real_rpn_szeged_dataset():
+    assert RPN_SZEGED.is_dir(), "../shared/data/rpn_szeged is missing"
     before = {p: p.stat().st_mtime_ns for p in RPN_SZEGED.rglob("*")}
-    cohort = Cohort.from_bids(RPN_SZEGED)
+    message = raises_input_error(RPN_SZEGED, "timeseries.tsv")   # the time series carry no TR
+    assert "--repetition-time" in message
+    cohort = Cohort.from_bids(RPN_SZEGED, repetition_time=2.5)
     assert {p: p.stat().st_mtime_ns for p in RPN_SZEGED.rglob("*")} == before
     assert len(cohort) == 29 and cohort.groups is None
     assert set(cohort.sites) == {"szeged"} and cohort.has("pain_sensitivity")
@@ -526,6 +542,7 @@ def test_real_rpn_szeged_dataset():
         run = subject.run("rest")
         assert run.bold is None and run.timeseries.name.endswith("_task-rest_atlas-MIST122_timeseries.tsv")
         assert run.confounds.name.endswith("_task-rest_desc-confounds_timeseries.tsv")
+        assert run.repetition_time == 2.5
     run = cohort.subject("szeged001").run("rest")
     series, confounds = run.load_timeseries(), run.load_confounds()
     assert series.shape[1] == 123 and series.columns[0] == "GlobSig"

@@ -42,7 +42,8 @@ def _subject(sub, config):
 def _run_cohort(root, config, labels=None, n_jobs=1):
     from joblib import Parallel, delayed
 
-    cohort = Cohort.from_bids(root, participant_label=labels)
+    tr = config.module("connectivity", conn.DEFAULTS)["repetition_time"]
+    cohort = Cohort.from_bids(root, participant_label=labels, repetition_time=tr)
     results = Parallel(n_jobs=n_jobs)(delayed(_subject)(s, config) for s in cohort)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -268,7 +269,9 @@ def test_real_timeseries_and_motion_exclusion(shared_data):
 
 
 def test_real_timeseries_needs_a_repetition_time(shared_data):
-    cohort = Cohort.from_bids(shared_data / "rpn_szeged", participant_label=["szeged001"])
+    with pytest.raises(InputError, match="repetition time.*--repetition-time"):   # stops up front
+        Cohort.from_bids(shared_data / "rpn_szeged", participant_label=["szeged001"])
+    cohort = Cohort.from_bids(shared_data / "rpn_szeged", participant_label=["szeged001"], validate=False)
     with pytest.raises(InputError, match="repetition time"):
         conn.subject(cohort.subjects[0], Config())
 

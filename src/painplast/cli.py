@@ -70,7 +70,22 @@ def simulate(out_dir, n_participants, n_sites, seed, resolution, effect_scale, n
     click.echo(str(out_dir))
 
 
-def _config(config_file, modules, n_permutations, signatures, seed) -> Config:
+def _pairs(values, flag: str, example: str) -> dict[str, str]:
+    """``A=B`` pairs of a repeatable or comma-separated option (``--task-map rest=restingstate``)."""
+    out = {}
+    for value in values or ():
+        for item in str(value).split(","):
+            if not item.strip():
+                continue
+            key, sep, target = item.partition("=")
+            if not (sep and key.strip() and target.strip()):
+                raise InputError(f"{flag} {item!r} is not of the form A=B", fix=f"write e.g. {flag} {example}")
+            out[key.strip()] = target.strip()
+    return out
+
+
+def _config(config_file, modules, n_permutations, signatures, seed, space=None, task_map=None,
+            repetition_time=None) -> Config:
     overrides = {}
     if modules is not None:
         overrides["modules"] = _modules(modules)
@@ -80,16 +95,87 @@ def _config(config_file, modules, n_permutations, signatures, seed) -> Config:
         overrides["signatures"] = tuple(str(s) for s in signatures)
     if seed is not None:
         overrides["random_state"] = seed
+    if space is not None:
+        from .cohort import Space
+        overrides["space"] = Space.parse(space).label
+    if task_map:
+        overrides["task_map"] = task_map
+    if repetition_time is not None:
+        overrides["repetition_time"] = repetition_time
     if config_file is not None:
         return Config.from_file(config_file, **overrides)
     return Config(**overrides)
+
+
+def _data_options(command):
+    """The options that say how to read a dataset: shared by ``run`` and ``predict``."""
+    options = [
+        click.option("--participant-label", multiple=True, help="Participants to process (with or without 'sub-'); repeatable."),
+        click.option("--session-label", multiple=True, help="Sessions to process (with or without 'ses-'); repeatable. At group level: the session of the cross-sectional statistics."),
+        click.option("--space", default=None, help="Template space of the preprocessed images, in fMRIPrep's --output-spaces syntax (default MNI152NLin2009cAsym; e.g. MNI152NLin6Asym:res-2)."),
+        click.option("--task-map", multiple=True, help="painplast task = the dataset's task label, e.g. rest=restingstate; repeatable."),
+        click.option("--confounds-strategy", default=None, help="Confound regressors of every BOLD module, '+'-joined: motion6|motion24, wm_csf, acompcor, global, spikes."),
+        click.option("--repetition-time", type=float, default=None, help="Repetition time (s) for runs whose files carry none."),
+        click.option("--derivatives", "derivatives", multiple=True, type=click.Path(path_type=Path), help="Derivatives folders to read, anywhere on disk (default: all under BIDS_DIR/derivatives); repeatable, e.g. fMRIPrep and CAT12."),
+        click.option("--group-map", multiple=True, help="Codes of participants.tsv's group column, e.g. CLBP=patient,HC=control."),
+        click.option("--sex-map", multiple=True, help="Codes of participants.tsv's sex column, e.g. 1=M,2=F."),
+        click.option("--strict", is_flag=True, help="A participant listed without any file is an error (default: left out with a warning)."),
+        click.option("--config", "config_file", type=click.Path(path_type=Path), default=None, help="JSON file of Config fields."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def _load_cohort(bids_dir, config: Config, data: dict, needs=None):
+    """The Cohort of BIDS_DIR read with the data options."""
+    from .cohort import Cohort
+    return Cohort.from_bids(bids_dir, derivatives=list(data["derivatives"]) or None,
+                            participant_label=list(data["participant_label"]) or None, space=config.space,
+                            session_label=list(data["session_label"]) or None, task_map=config.task_map,
+                            repetition_time=config.repetition_time or (config.options.get("connectivity") or {})
+                            .get("repetition_time"),
+                            group_map=_pairs(data["group_map"], "--group-map", "CLBP=patient,HC=control"),
+                            sex_map=_pairs(data["sex_map"], "--sex-map", "1=M,2=F"), strict=data["strict"],
+                            needs=needs)
+
+
+def _needs(modules):
+    """What each module reads (for validation and for stopping before work when nothing matches)."""
+    from . import plasticity
+    from .cohort import Needs
+    out = []
+    for name in modules:
+        mod = plasticity.load(name)
+        task = getattr(mod, "TASK", None) if mod is not None else None
+        defaults = getattr(mod, "DEFAULTS", {}) or {}
+        task = defaults.get("task", task)
+        if task is None:
+            out.append(Needs(name, anat=True))
+        else:
+            rest = str(task).lower().startswith("rest")
+            out.append(Needs(name, task=task, events=not rest, timeseries=rest))
+    return out
+
+
+def _with_confounds(config: Config, strategy: str | None) -> Config:
+    """``--confounds-strategy`` for every module that has a confounds strategy."""
+    if not strategy:
+        return config
+    from . import plasticity
+    opts = {k: dict(v) for k, v in config.options.items()}
+    for name in config.modules:
+        mod = plasticity.load(name)
+        if mod is not None and "confounds_strategy" in (getattr(mod, "DEFAULTS", {}) or {}):
+            opts.setdefault(name, {})["confounds_strategy"] = strategy
+    return config.replace(options=opts)
 
 
 @cli.command()
 @click.argument("bids_dir", type=click.Path(path_type=Path))
 @click.argument("output_dir", type=click.Path(path_type=Path))
 @click.argument("analysis_level", type=click.Choice(["participant", "group"]))
-@click.option("--participant-label", multiple=True, help="Participants to process (with or without 'sub-'); repeatable.")
+@_data_options
 @click.option("--modules", default=None, help=f"Comma-separated subset of {','.join(MODULES)} (default: all).")
 @click.option("--atlas", default=None, help="Connectivity atlas: pain, power, dosenbach, seitzman, or a label image.")
 @click.option("--signature", "signatures", multiple=True, type=click.Path(path_type=Path), help="Pattern weight map (NIfTI) for signature responses; repeatable.")
@@ -99,19 +185,21 @@ def _config(config_file, modules, n_permutations, signatures, seed) -> Config:
 @click.option("--biomarker", "biomarkers", multiple=True, help="Build a biomarker for diagnosis, treatment or a participants column (group level); repeatable.")
 @click.option("--biomarker-features", type=click.Choice(["a-priori", "all"]), default=None,
               help="Biomarker features: the modules' a-priori features (their findings rows; default) or all subject features.")
-@click.option("--n-permutations", type=int, default=None, help="Permutations for voxel-wise and network inference.")
+@click.option("--n-permutations", type=int, default=None, help="Permutations for voxel-wise and network inference (group level).")
 @click.option("--seed", type=int, default=None, help="Random seed of the run.")
-@click.option("--config", "config_file", type=click.Path(path_type=Path), default=None, help="JSON file of Config fields.")
-@click.option("--derivatives", "derivatives", multiple=True, type=click.Path(path_type=Path), help="Derivatives folders to read (default: all under BIDS_DIR/derivatives).")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @click.option("-v", "--verbose", is_flag=True, help="Log progress to stderr.")
-def run(bids_dir, output_dir, analysis_level, participant_label, modules, atlas, signatures, n_jobs,
-        scheduler, dask_workers, biomarkers, biomarker_features, n_permutations, seed, config_file,
-        derivatives, quiet, verbose):
+def run(bids_dir, output_dir, analysis_level, participant_label, session_label, space, task_map,
+        confounds_strategy, repetition_time, derivatives, group_map, sex_map, strict, config_file, modules,
+        atlas, signatures, n_jobs, scheduler, dask_workers, biomarkers, biomarker_features, n_permutations,
+        seed, quiet, verbose):
     """Run painplast on BIDS_DIR, writing derivatives to OUTPUT_DIR (BIDS-Apps convention)."""
-    from .cohort import Cohort
     from . import engine
-    config = _config(config_file, modules, n_permutations, signatures, seed)
+    data = dict(participant_label=participant_label, session_label=session_label, derivatives=derivatives,
+                group_map=group_map, sex_map=sex_map, strict=strict)
+    config = _config(config_file, modules, n_permutations, signatures, seed, space,
+                     _pairs(task_map, "--task-map", "rest=restingstate"), repetition_time)
+    config = _with_confounds(config, confounds_strategy)
     if atlas or biomarker_features:
         opts = {k: dict(v) for k, v in config.options.items()}
         if atlas:
@@ -119,10 +207,14 @@ def run(bids_dir, output_dir, analysis_level, participant_label, modules, atlas,
         if biomarker_features:
             opts.setdefault("biomarker", {})["features"] = biomarker_features
         config = config.replace(options=opts)
-    cohort = Cohort.from_bids(bids_dir, derivatives=list(derivatives) or None,
-                              participant_label=list(participant_label) or None, space=config.space)
+    needs = _needs(config.modules)
+    cohort = _load_cohort(bids_dir, config, data, needs if analysis_level == "participant" else None)
+    if analysis_level == "participant":
+        cohort.check_inputs(needs, required=config.modules if modules else ())
     _check_output_dir(bids_dir, output_dir)
     _setup_logging(output_dir, verbose)
+    for note in cohort.notes:
+        logging.getLogger("painplast").warning("%s", note)
     if analysis_level == "participant":
         summary = engine.run_participant_level(cohort, config, output_dir, n_jobs=n_jobs,
                                                progress=not quiet, scheduler=scheduler,
@@ -151,15 +243,17 @@ BIOMARKER_DEFAULTS = {"folds": 5, "inner_folds": 5, "repeats": 5, "n_permutation
                       "n_bootstrap": 2000, "learning": True, "n_jobs": 1, "features": "a-priori"}
 
 
-def _biomarker(cohort, config, output_dir, target, **overrides):
-    """Build, validate and save the biomarker for ``target`` from the run's feature files."""
+def _biomarker(cohort, config, output_dir, target, sessions=None, **overrides):
+    """Build, validate and save the biomarker for ``target`` from the run's feature files
+    (one session per participant: ``sessions``, default the cross-sectional choice)."""
     try:
         from .biomarker import run_biomarker
         from .biomarker.features import from_derivatives
     except ImportError:  # pragma: no cover - the biomarker package ships with painplast
         raise NotAvailableError("the biomarker engine is not available") from None
     options = {**BIOMARKER_DEFAULTS, **config.options.get("biomarker", {}), **overrides}
-    table = from_derivatives(output_dir)
+    sessions = cohort.cross_sectional_sessions() if sessions is None else sessions
+    table = from_derivatives(output_dir, sessions=sessions)
     if options.pop("features") == "a-priori":  # the findings tables' features (docs/architecture.md)
         from .biomarker.model import ALIASES, CONFOUNDS
         from .contrasts import for_column
@@ -186,32 +280,39 @@ def _maybe_report(output_dir) -> Path | None:
 @click.argument("model", type=click.Path(path_type=Path))
 @click.argument("bids_dir", type=click.Path(path_type=Path))
 @click.argument("out", type=click.Path(path_type=Path))
-def predict(model, bids_dir, out):
+@_data_options
+@click.option("--n-jobs", type=int, default=1, show_default=True, help="Worker processes (joblib).")
+def predict(model, bids_dir, out, participant_label, session_label, space, task_map, confounds_strategy,
+            repetition_time, derivatives, group_map, sex_map, strict, config_file, n_jobs):
     """Apply a saved MODEL to the participants of BIDS_DIR; write OUT/predictions.tsv.
 
     painplast first computes the features the model needs for those participants (into
-    OUT/features, a painplast derivatives folder), then applies the model.
+    OUT/features, a painplast derivatives folder), then applies the model. The data options are
+    those of ``painplast run``.
     """
     from . import engine
     from .biomarker.features import from_derivatives
     from .biomarker.model import predict as _predict
     from .biomarker.store import load_model
-    from .cohort import Cohort
     from .derivatives import write_tsv
     loaded = load_model(model)
     needed = sorted({name.split(".", 1)[0] for name in loaded.metadata.get("biomarker_input", {}).get("features", [])
                      if name.split(".", 1)[0] in MODULES})
     bids_dir, out = Path(bids_dir), Path(out)
-    if (bids_dir / "participants.tsv").exists():
-        cohort = Cohort.from_bids(bids_dir)
-        participants = cohort.participants.reset_index()
-        features_dir = out / "features"
-        engine.run_participant_level(cohort, Config(modules=tuple(needed) or MODULES), features_dir,
-                                     progress=False)
-    else:
-        raise InputError("has no participants.tsv", path=bids_dir,
-                         fix="give the BIDS dataset whose participants the model should score")
-    table = from_derivatives(features_dir)
+    data = dict(participant_label=participant_label, session_label=session_label, derivatives=derivatives,
+                group_map=group_map, sex_map=sex_map, strict=strict)
+    config = _config(config_file, ",".join(needed) or None, None, (), None, space,
+                     _pairs(task_map, "--task-map", "rest=restingstate"), repetition_time)
+    config = _with_confounds(config, confounds_strategy)
+    needs = _needs(config.modules)
+    cohort = _load_cohort(bids_dir, config, data, needs)
+    cohort.check_inputs(needs, required=config.modules)
+    sessions = cohort.cross_sectional_sessions(list(session_label) or None)
+    _check_output_dir(bids_dir, out / "features")
+    participants = cohort.participants.reset_index()
+    features_dir = out / "features"
+    engine.run_participant_level(cohort, config, features_dir, progress=False, n_jobs=n_jobs)
+    table = from_derivatives(features_dir, sessions=sessions)
     predictions = _predict(model, table, participants)
     write_tsv(out / "predictions.tsv", predictions)
     click.echo(str(out / "predictions.tsv"))

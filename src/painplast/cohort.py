@@ -60,7 +60,7 @@ import struct
 import warnings
 import zlib
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
@@ -70,7 +70,8 @@ import pandas as pd
 
 from .errors import InputError, MissingColumnError
 
-__all__ = ["Run", "Subject", "Cohort", "GROUPS", "DEFAULT_SPACE"]
+__all__ = ["Run", "Subject", "Cohort", "Space", "Needs", "GROUPS", "DEFAULT_SPACE", "KNOWN_COLUMNS",
+           "expand_confounds"]
 
 #: Values of the ``group`` column (after lower-casing).
 GROUPS = ("patient", "control")
@@ -88,8 +89,65 @@ _GRID_ATOL = 1e-3
 
 
 # --------------------------------------------------------------------------------------------
-# The three records
+# The records
 # --------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Space:
+    """A template space as fMRIPrep's ``--output-spaces`` names it: ``NAME[:entity-value...]``.
+
+    ``MNI152NLin6Asym:res-2`` selects files with ``space-MNI152NLin6Asym`` and ``res-2`` in their
+    names; without a ``res`` the files of any resolution match (and two resolutions of one run
+    are an error that names the flag).
+
+    Examples
+    --------
+    >>> space = Space.parse("MNI152NLin6Asym:res-2")
+    >>> space.name, space.label, space.bids
+    ('MNI152NLin6Asym', 'MNI152NLin6Asym:res-2', 'space-MNI152NLin6Asym_res-2')
+    >>> space.matches({"space": "MNI152NLin6Asym", "res": "2"}), space.matches({"space": "MNI152NLin6Asym"})
+    (True, False)
+    """
+
+    name: str
+    entities: tuple[tuple[str, str], ...] = ()
+
+    @classmethod
+    def parse(cls, text: "str | Space") -> "Space":
+        if isinstance(text, Space):
+            return text
+        parts = str(text).strip().split(":")
+        fix = "give a template as fMRIPrep's --output-spaces writes it, e.g. --space MNI152NLin6Asym:res-2"
+        if not re.fullmatch(r"[A-Za-z0-9]+", parts[0]):
+            raise InputError(f"space '{text}' is not a template name", fix=fix)
+        entities = []
+        for part in parts[1:]:
+            key, sep, value = part.partition("-")
+            if not (sep and re.fullmatch(r"[a-z]+", key) and re.fullmatch(r"[A-Za-z0-9]+", value)):
+                raise InputError(f"'{part}' in --space {text} is not an entity such as res-2", fix=fix)
+            entities.append((key, value))
+        return cls(parts[0], tuple(entities))
+
+    def matches(self, entities: Mapping[str, str]) -> bool:
+        """True if a file's entities are in this space (and resolution, when one is named)."""
+        return entities.get("space") == self.name and all(entities.get(k) == v for k, v in self.entities)
+
+    @property
+    def label(self) -> str:
+        """The space in fMRIPrep's ``--output-spaces`` syntax (what ``--space`` takes)."""
+        return ":".join([self.name] + [f"{k}-{v}" for k, v in self.entities])
+
+    @property
+    def bids(self) -> str:
+        """The space as BIDS entities in a file name (``space-X_res-2``)."""
+        return "_".join([f"space-{self.name}"] + [f"{k}-{v}" for k, v in self.entities])
+
+
+def _space_of(entities: Mapping[str, str]) -> str:
+    """The ``--space`` label of a file (space and the entities that qualify it)."""
+    extra = [f"{k}-{entities[k]}" for k in ("cohort", "res") if k in entities]
+    return ":".join([entities["space"]] + extra)
+
 
 @dataclass(frozen=True)
 class Run:
@@ -98,7 +156,8 @@ class Run:
     Parameters
     ----------
     task : str
-        BIDS ``task`` label (``"pain"``, ``"rest"``, ...).
+        painplast's task name (``"pain"``, ``"rest"``, ...): the dataset's ``task`` label, or the
+        name it is mapped to with ``task_map`` (``--task-map rest=restingstate``).
     session, run : str or None
         BIDS ``ses`` and ``run`` labels, None when the dataset has none.
     bold : Path or None
@@ -106,20 +165,27 @@ class Run:
     mask : Path or None
         fMRIPrep brain mask of this run in the same space.
     confounds : Path or None
-        fMRIPrep ``desc-confounds_timeseries.tsv`` (or the file beside ROI time series that
-        carries ``framewise_displacement``).
+        fMRIPrep ``desc-confounds_timeseries.tsv`` / ``desc-confounds_regressors.tsv`` (or the
+        file beside ROI time series that carries ``framewise_displacement``).
     events : Path or None
         Raw ``events.tsv`` (found with BIDS inheritance).
     timeseries : Path or None
         ROI time series extracted elsewhere: one row per volume, one column per region.
     repetition_time : float or None
-        Seconds, from the JSON sidecars (BIDS inheritance) or else the NIfTI header.
+        Seconds, from the JSON sidecars (BIDS inheritance) or else the NIfTI header, or the
+        ``repetition_time`` given to :meth:`Cohort.from_bids` when the data carry none.
+    label : str or None
+        The dataset's own ``task`` label when it differs from ``task``.
+    entities : tuple of (str, str)
+        The run's other BIDS entities (``acq``, ``ce``, ``rec``, ``dir``), in file-name order.
 
     Examples
     --------
     >>> run = Run(task="rest", session=None, run="1", repetition_time=2.0)
-    >>> run.is_rest, run.bold is None
-    (True, True)
+    >>> run.is_rest, run.bold is None, run.name
+    (True, True, 'task-rest_run-1')
+    >>> Run(task="rest", session="pre", label="restingstate").name
+    'ses-pre_task-restingstate'
     """
 
     task: str
@@ -131,6 +197,8 @@ class Run:
     events: Path | None = None
     timeseries: Path | None = None
     repetition_time: float | None = None
+    label: str | None = None
+    entities: tuple[tuple[str, str], ...] = ()
 
     @property
     def is_rest(self) -> bool:
@@ -141,24 +209,39 @@ class Run:
     def name(self) -> str:
         """The run's BIDS entities as they appear in file names (``ses-1_task-pain_run-2``)."""
         parts = [f"ses-{self.session}"] if self.session else []
-        parts.append(f"task-{self.task}")
+        parts.append(f"task-{self.label or self.task}")
+        parts += [f"{k}-{v}" for k, v in self.entities]
         if self.run:
             parts.append(f"run-{self.run}")
         return "_".join(parts)
+
+    @property
+    def files(self) -> tuple[Path, ...]:
+        """The run's input files (those found)."""
+        return tuple(p for p in (self.bold, self.mask, self.confounds, self.events, self.timeseries)
+                     if p is not None)
 
     def load_events(self) -> pd.DataFrame:
         """The events table (``onset``, ``duration``, ...; ``n/a`` read as NaN)."""
         if self.events is None:
             raise InputError(f"run {self.name} has no events file",
-                             fix=f"add a BIDS events.tsv for task '{self.task}'")
+                             fix=f"add a BIDS events.tsv for task '{self.label or self.task}'")
         return _read_tsv(self.events, "events file")
 
     def load_confounds(self) -> pd.DataFrame:
-        """The confounds table, one row per volume (``n/a`` read as NaN)."""
+        """The confounds table, one row per volume (``n/a`` read as NaN).
+
+        Tables of every fMRIPrep version from 1.2 on are read alike: where the file lacks the
+        expansion columns of the six motion parameters and of the white-matter, CSF and global
+        signals (``<name>_derivative1``, ``<name>_power2``, ``<name>_derivative1_power2``, absent
+        before fMRIPrep 1.4/20.x), they are computed from the base column as fMRIPrep does
+        (backward difference with ``n/a`` first; squares). The file itself is never changed.
+        """
         if self.confounds is None:
             raise InputError(f"run {self.name} has no confounds file",
-                             fix="give the fMRIPrep derivatives folder with desc-confounds_timeseries.tsv")
-        return _read_tsv(self.confounds, "confounds file")
+                             fix="give the fMRIPrep derivatives folder with desc-confounds_timeseries.tsv "
+                                 "(--derivatives)")
+        return expand_confounds(_read_tsv(self.confounds, "confounds file"))
 
     def load_timeseries(self) -> pd.DataFrame:
         """ROI time series as floats, one column per region, in file order.
@@ -168,13 +251,57 @@ class Run:
         """
         if self.timeseries is None:
             raise InputError(f"run {self.name} has no ROI time series",
-                             fix="give the derivatives folder holding *_timeseries.tsv")
+                             fix="give the derivatives folder holding *_timeseries.tsv (--derivatives)")
         return _read_timeseries(self.timeseries)
+
+
+#: Confound columns whose temporal derivative and square fMRIPrep adds (since 1.4 / 20.x).
+EXPANDED_CONFOUNDS = ("trans_x", "trans_y", "trans_z", "rot_x", "rot_y", "rot_z",
+                      "white_matter", "csf", "global_signal")
+
+
+def expand_confounds(table: pd.DataFrame) -> pd.DataFrame:
+    """Add the derivative and quadratic expansions that older fMRIPrep confounds files lack.
+
+    Parameters
+    ----------
+    table : DataFrame
+        A confounds table as read (``n/a`` as NaN).
+
+    Returns
+    -------
+    DataFrame
+        The same table with ``<c>_derivative1`` (backward difference, NaN in the first row, as
+        fMRIPrep writes it), ``<c>_power2`` and ``<c>_derivative1_power2`` for every base column
+        of :data:`EXPANDED_CONFOUNDS` present, where missing. Existing columns are kept as they are.
+
+    Examples
+    --------
+    >>> t = expand_confounds(pd.DataFrame({"trans_x": [0.0, 1.0, 3.0]}))
+    >>> t["trans_x_derivative1"].tolist()[1:], t["trans_x_derivative1_power2"].tolist()[1:]
+    ([1.0, 2.0], [1.0, 4.0])
+    """
+    added = {}
+    for base in EXPANDED_CONFOUNDS:
+        if base not in table.columns:
+            continue
+        x = pd.to_numeric(table[base], errors="coerce")
+        d = x.diff()
+        for name, values in ((f"{base}_derivative1", d), (f"{base}_power2", x ** 2),
+                             (f"{base}_derivative1_power2", d ** 2)):
+            if name not in table.columns:
+                added[name] = values
+    return pd.concat([table, pd.DataFrame(added, index=table.index)], axis=1) if added else table
 
 
 @dataclass(frozen=True)
 class Subject:
-    """One participant: the participants.tsv row and the files found for it.
+    """One participant (or one session of one participant): the participants.tsv row and the files.
+
+    A participant scanned in several sessions is one ``Subject`` holding every session's runs;
+    :meth:`in_session` gives the record of one session (``session`` set, only that session's runs
+    and anatomy), which is what a module's ``subject`` stage receives: the unit of the
+    participant level is one participant and session.
 
     Parameters
     ----------
@@ -183,13 +310,23 @@ class Subject:
     label : str
         ``"001"``.
     info : mapping
-        The participant's row of ``participants.tsv`` (NaN for ``n/a``; ``group`` in lower case).
+        The participant's row of ``participants.tsv`` (NaN for ``n/a``; ``group`` as
+        ``patient``/``control``, ``sex`` as ``M``/``F``).
     runs : tuple of Run
         Functional runs, sorted by session, task and run number.
     gm : Path or None
         Gray-matter map: fMRIPrep ``label-GM_probseg`` in the template space, or CAT12 ``mwp1``.
+        For a participant with several sessions and anatomy per session, the record of the whole
+        participant has none: take :meth:`in_session`.
     anat_mask : Path or None
         Anatomical brain mask in the template space.
+    session : str or None
+        The session this record covers (records made by :meth:`in_session`), else None.
+    anatomy : mapping
+        ``{session or None: (gm, anat_mask)}``: anatomy written per session (``ses-`` in its name
+        or folder) or for the participant (key None, shared by every session).
+    session_info : mapping
+        ``{session: row of sub-<label>_sessions.tsv}`` (``acq_time``, ...), where there is one.
 
     Examples
     --------
@@ -197,6 +334,10 @@ class Subject:
     ...               (Run("pain", run="1"), Run("pain", run="2"), Run("rest")))
     >>> sub.tasks, len(sub.runs_for("pain")), sub.run("rest").task, sub.run("somatotopy")
     (('pain', 'rest'), 2, 'rest', None)
+    >>> two = Subject("sub-02", "02", {}, (Run("rest", session="pre"), Run("rest", session="post")),
+    ...               session_info={"pre": {"acq_time": "2020-01-01"}, "post": {"acq_time": "2020-06-01"}})
+    >>> two.sessions, two.in_session("post").runs[0].session
+    (('pre', 'post'), 'post')
     """
 
     participant_id: str
@@ -205,13 +346,16 @@ class Subject:
     runs: tuple[Run, ...] = ()
     gm: Path | None = None
     anat_mask: Path | None = None
+    session: str | None = None
+    anatomy: Mapping[str | None, tuple[Path | None, Path | None]] = field(default_factory=dict, hash=False)
+    session_info: Mapping[str, Mapping[str, Any]] = field(default_factory=dict, hash=False)
 
     def runs_for(self, task: str) -> tuple[Run, ...]:
         """All runs of ``task``, in session and run order."""
         return tuple(r for r in self.runs if r.task == task)
 
     def run(self, task: str) -> Run | None:
-        """The first run of ``task``, or None."""
+        """The first run of ``task``, or None (a module combines all of :meth:`runs_for`)."""
         runs = self.runs_for(task)
         return runs[0] if runs else None
 
@@ -220,13 +364,121 @@ class Subject:
         """Task labels of this participant's runs, in order of first appearance."""
         return tuple(dict.fromkeys(r.task for r in self.runs))
 
+    @property
+    def unit(self) -> str:
+        """``sub-01`` or ``sub-01 ses-pre``: the participant-level unit, for messages."""
+        return self.participant_id + (f" ses-{self.session}" if self.session else "")
+
+    @property
+    def sessions(self) -> tuple[str | None, ...]:
+        """Sessions with data, earliest first (by ``acq_time`` in sessions.tsv when every session
+        has one, else by label); ``(None,)`` for a dataset without sessions."""
+        if self.session is not None:
+            return (self.session,)
+        found = {r.session for r in self.runs} | set(self.anatomy)
+        labels = [s for s in found if s is not None]
+        if not labels:
+            return (None,)
+        return tuple(_order_sessions(labels, self.session_info))
+
+    def in_session(self, session: str | None) -> "Subject":
+        """The record of one session: its runs, and its anatomy (else the participant's).
+
+        Parameters
+        ----------
+        session : str or None
+            A session label (without ``ses-``); None for a dataset without sessions.
+        """
+        if session is None or self.session == session:
+            return self
+        gm, mask = self.anatomy.get(session) or self.anatomy.get(None) or (None, None)
+        return replace(self, runs=tuple(r for r in self.runs if r.session == session), gm=gm,
+                       anat_mask=mask, session=session)
+
+    def units(self) -> tuple["Subject", ...]:
+        """One record per session (the record itself without sessions)."""
+        return tuple(self.in_session(s) for s in self.sessions)
+
+    @property
+    def files(self) -> tuple[Path, ...]:
+        """Every input file of this record (runs and anatomy), sorted, without repeats."""
+        paths = [p for r in self.runs for p in r.files] + [p for p in (self.gm, self.anat_mask) if p]
+        return tuple(sorted(dict.fromkeys(paths), key=str))
+
+
+def _order_sessions(labels: Sequence[str], info: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    times = {s: pd.to_datetime((info.get(s) or {}).get("acq_time"), errors="coerce") for s in labels}
+    if all(not pd.isna(t) for t in times.values()):
+        return sorted(labels, key=lambda s: (times[s], _natural(s)))
+    return sorted(labels, key=_natural)
+
+
+def _natural(text: str) -> tuple:
+    """Sort key that puts ``2`` before ``10``."""
+    return tuple((0, int(t), "") if t.isdigit() else (1, 0, t) for t in re.findall(r"\d+|\D+", text))
+
+
+@dataclass(frozen=True)
+class Needs:
+    """What one analysis (a plasticity module) reads from each participant and session.
+
+    Parameters
+    ----------
+    name : str
+        The analysis, for messages (``"connectivity"``).
+    task : str, optional
+        painplast task name whose runs it reads (``"rest"``).
+    events : bool
+        Its runs need an events file (task-based models).
+    timeseries : bool
+        ROI time series extracted elsewhere are enough (no BOLD image needed).
+    anat : bool
+        It reads the gray-matter map.
+
+    Examples
+    --------
+    >>> Needs("structure", anat=True).describe()
+    'a gray-matter map'
+    """
+
+    name: str
+    task: str | None = None
+    events: bool = False
+    timeseries: bool = False
+    anat: bool = False
+
+    def describe(self) -> str:
+        if self.anat:
+            return "a gray-matter map"
+        what = "a preprocessed BOLD run" + (" or ROI time series" if self.timeseries else "")
+        return f"{what} of task '{self.task}'" + (" with events" if self.events else "")
+
+    def met_by(self, unit: "Subject") -> bool:
+        """True if this participant-session has the inputs."""
+        if self.anat:
+            return unit.gm is not None
+        runs = unit.runs_for(self.task) if self.task else unit.runs
+        return any((r.bold is not None or (self.timeseries and r.timeseries is not None))
+                   and (r.events is not None or not self.events) for r in runs)
+
+
+@dataclass(frozen=True)
+class _Found:
+    """What discovery saw besides the records, to explain why nothing matched."""
+    tasks: tuple[str, ...] = ()               # dataset task labels (raw BOLD and derivatives)
+    spaces: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # kind -> --space labels
+    old_fmriprep: Path | None = None           # a file named as fMRIPrep < 1.2 names it
+    derivatives_searched: tuple[Path, ...] = ()
+
 
 @dataclass(frozen=True, eq=False)
 class Cohort:
     """A BIDS dataset's participants and their files, validated up front.
 
-    Build it with :meth:`from_bids`. Iterating yields :class:`Subject` objects in the order of
-    ``participants.tsv``; ``participants`` is that table indexed by ``participant_id``.
+    Build it with :meth:`from_bids`. Iterating yields :class:`Subject` objects (one per
+    participant) in the order of ``participants.tsv``; :meth:`units` yields one record per
+    participant and session, the unit of the participant level. ``participants`` is the table
+    indexed by ``participant_id``, with known columns normalised (see :meth:`from_bids`).
 
     Examples
     --------
@@ -238,7 +490,7 @@ class Cohort:
     >>> func = root / "derivatives" / "roi" / "sub-01" / "func"
     >>> func.mkdir(parents=True)
     >>> _ = (func / "sub-01_task-rest_atlas-X_timeseries.tsv").write_text("a\\tb\\n1\\t2\\n3\\t4\\n")
-    >>> cohort = Cohort.from_bids(root)
+    >>> cohort = Cohort.from_bids(root, repetition_time=2.0)
     >>> len(cohort), cohort.subject("01").tasks, cohort.has("group"), list(cohort.sites)
     (1, ('rest',), False, ['site-1'])
     >>> cohort.subject("sub-01").run("rest").load_timeseries().shape
@@ -251,6 +503,10 @@ class Cohort:
     subjects: tuple[Subject, ...]
     derivatives: tuple[Path, ...] = ()
     space: str = DEFAULT_SPACE
+    notes: tuple[str, ...] = ()
+    left_out: tuple[tuple[str, str], ...] = ()
+    session_label: tuple[str, ...] = ()
+    found: _Found = field(default_factory=_Found, repr=False, compare=False)
     _by_id: dict = field(init=False, repr=False, compare=False)
 
     def __post_init__(self):
@@ -261,7 +517,13 @@ class Cohort:
     @classmethod
     def from_bids(cls, root: str | os.PathLike, derivatives: Sequence[str | os.PathLike] | None = None,
                   participant_label: Sequence[str] | str | None = None,
-                  space: str = DEFAULT_SPACE, validate: bool = True) -> "Cohort":
+                  space: "str | Space" = DEFAULT_SPACE, validate: bool = True, *,
+                  session_label: Sequence[str] | str | None = None,
+                  task_map: Mapping[str, str] | None = None,
+                  repetition_time: float | None = None,
+                  group_map: Mapping[str, str] | None = None,
+                  sex_map: Mapping[str, str] | None = None,
+                  strict: bool = False, needs: Sequence[Needs] | None = None) -> "Cohort":
         """Read a BIDS dataset (with derivatives) and check it.
 
         Parameters
@@ -269,15 +531,31 @@ class Cohort:
         root : path
             BIDS dataset root, holding ``participants.tsv``.
         derivatives : list of paths, optional
-            Derivative datasets to search (fMRIPrep, CAT12, ROI time series). Default: every
-            sub-folder of ``root/derivatives`` except painplast's own outputs.
+            Derivative datasets to search (fMRIPrep, CAT12, XCP-D or other ROI time series),
+            anywhere on disk (``--derivatives``). Default: every sub-folder of
+            ``root/derivatives`` except painplast's own outputs.
         participant_label : list of str, optional
             Participants to keep, with or without ``sub-``; default all of ``participants.tsv``.
-        space : str
-            Template space (the ``space-`` entity) of the preprocessed images.
+        space : str or Space
+            Template space of the preprocessed images in fMRIPrep's ``--output-spaces`` syntax
+            (``MNI152NLin2009cAsym``, ``MNI152NLin6Asym:res-2``).
         validate : bool
             Check the files (see Notes). Reading ``participants.tsv``, its IDs and the file
             discovery are checked in any case.
+        session_label : list of str, optional
+            Sessions to keep (with or without ``ses-``); default every session.
+        task_map : mapping, optional
+            ``{painplast task: dataset task label}``, e.g. ``{"rest": "restingstate"}``.
+        repetition_time : float, optional
+            Seconds; used for runs whose sidecars carry none (ROI time series), and instead of a
+            value read only from a NIfTI header. A JSON sidecar that disagrees is an error.
+        group_map, sex_map : mapping, optional
+            Codes of the ``group`` / ``sex`` columns, e.g. ``{"CLBP": "patient", "HC": "control"}``,
+            ``{"1": "M", "2": "F"}`` (see Notes).
+        strict : bool
+            A listed participant without any file is an error (default: left out, with a warning).
+        needs : list of Needs, optional
+            What the analyses to run read; only those files are validated. Default: everything.
 
         Returns
         -------
@@ -290,24 +568,30 @@ class Cohort:
 
         Notes
         -----
-        With ``validate=True`` these are errors: ``group`` values other than patient/control
-        (``n/a`` included); ``n/a`` in ``site``; a listed participant with no file anywhere; a
-        NIfTI that nibabel cannot read, that is truncated (gzip trailer or file size against the
-        header's data size), not 3-D/4-D, or whose values are all zero or NaN (GM maps and masks
-        in full, BOLD by its first volume); BOLD runs and run masks whose grid (shape and affine,
-        within 1e-3) differ from the majority's, and likewise among GM maps and among anatomical
-        masks; a task run (not rest) without events, or events without ``onset``/``duration``
-        or with a missing onset; a BOLD run without confounds; confounds or time series whose
-        number of rows differs from the BOLD volumes (or from each other); a repetition time that
-        is not a positive number. Only headers, gzip trailers, first volumes and small tables
-        are read, so validation stays fast; nothing is written.
+        ``participants.tsv`` as studies write it: the known columns (``group``, ``site``, ``age``,
+        ``sex``, ``pain_intensity``, ...) are matched case-insensitively (``Age``, and ``Gender``
+        for ``sex``), with a note. ``group`` values ``patient``/``control`` (any case, plural too)
+        are used as they are; other codes through ``group_map`` or the ``Levels`` of
+        ``participants.json`` whose descriptions say patient/pain or control/healthy; ``n/a``
+        leaves that participant out of the analyses that need the group. ``sex`` as ``M``/``F``,
+        ``male``/``female``; numeric codes (``1``/``2``: both conventions exist) only through
+        ``sex_map`` or ``Levels``. Anything else is an error naming the flag.
+
+        With ``validate=True`` these are errors: a NIfTI that nibabel cannot read, that is
+        truncated (gzip trailer or file size against the header's data size), not 3-D/4-D, or whose
+        values are all zero or NaN (GM maps and masks in full, BOLD by its first volume); BOLD
+        runs and run masks whose grid (shape and affine, within 1e-3) differ from the majority's,
+        and likewise among GM maps and among anatomical masks; a task run (not rest) without
+        events, or events without ``onset``/``duration`` or with a missing onset; a BOLD run
+        without confounds; confounds or time series whose number of rows differs from the BOLD
+        volumes (or from each other); a repetition time that is not a positive number, or none at
+        all. Only the files that ``needs`` names are checked; only headers, gzip trailers, first
+        volumes and small tables are read, so validation stays fast; nothing is written.
         """
         root = _as_dir(root, "BIDS dataset root", "give the folder that holds participants.tsv")
-        if not isinstance(space, str) or not re.fullmatch(r"[A-Za-z0-9]+", space):
-            raise InputError(f"space '{space}' is not a BIDS label",
-                             fix="give the template name as in the file names, e.g. MNI152NLin2009cAsym")
+        space = Space.parse(space)
         table_path = root / "participants.tsv"
-        table = _read_participants(table_path)
+        table, notes = _read_participants(table_path, group_map=group_map, sex_map=sex_map)
         if participant_label is not None:
             table = _select(table, participant_label, table_path)
         if derivatives is None:
@@ -315,10 +599,10 @@ class Cohort:
         else:
             if isinstance(derivatives, (str, os.PathLike)):
                 derivatives = [derivatives]
-            deriv_dirs = tuple(_as_dir(d, "derivatives folder", "give an existing derivatives folder")
+            deriv_dirs = tuple(_as_dir(d, "derivatives folder", "give an existing folder to --derivatives")
                                for d in derivatives)
-
-        finder = _Finder(root, deriv_dirs, space)
+        sessions = _labels(session_label, "ses")
+        finder = _Finder(root, deriv_dirs, space, task_map or {}, repetition_time)
         listed = set(table.index)
         unlisted = sorted(label for label in finder.labels if f"sub-{label}" not in listed)
         if unlisted and participant_label is None:
@@ -326,10 +610,37 @@ class Cohort:
                           f"ignored: {', '.join('sub-' + x for x in unlisted[:5])}"
                           f"{' ...' if len(unlisted) > 5 else ''}", stacklevel=2)
 
-        subjects = tuple(finder.subject(pid, table.loc[pid]) for pid in table.index)
+        subjects, left_out = [], []
+        for pid in table.index:
+            subject = finder.subject(pid, table.loc[pid])
+            if sessions:
+                kept = tuple(r for r in subject.runs if r.session in sessions)
+                anatomy = {s: a for s, a in subject.anatomy.items() if s is None or s in sessions}
+                subject = replace(subject, runs=kept, anatomy=anatomy)
+            if subject.runs or any(any(a) for a in subject.anatomy.values()):
+                subjects.append(subject)
+                continue
+            where = f" in session(s) {', '.join(sessions)}" if sessions else ""
+            if strict:
+                raise InputError(f"{pid} is listed but no file of it was found{where} in the dataset or "
+                                 "its derivatives", path=table_path,
+                                 fix="add its data, remove its row, or leave it out with --participant-label")
+            left_out.append((pid, f"no file found{where} (listed in participants.tsv)"))
+        if left_out:
+            ids = ", ".join(p for p, _ in left_out[:5]) + (" ..." if len(left_out) > 5 else "")
+            warnings.warn(f"{table_path}: {len(left_out)} listed participant(s) without any file are left "
+                          f"out: {ids} (--strict makes this an error)", stacklevel=2)
+            notes.append(f"{len(left_out)} listed participant(s) without any file left out: {ids}")
+        if finder.old_fmriprep is not None and not subjects:
+            raise _old_fmriprep_error(finder.old_fmriprep)
         if validate:
-            _Validator(table_path, table, subjects, finder).run()
-        return cls(root=root, participants=table, subjects=subjects, derivatives=deriv_dirs, space=space)
+            _Validator(table_path, table, subjects, finder, needs).run()
+        found = _Found(tasks=tuple(sorted(finder.task_labels)),
+                       spaces={k: tuple(sorted(v)) for k, v in finder.spaces.items()},
+                       old_fmriprep=finder.old_fmriprep, derivatives_searched=deriv_dirs)
+        return cls(root=root, participants=table, subjects=tuple(subjects), derivatives=deriv_dirs,
+                   space=space.label, notes=tuple(notes), left_out=tuple(left_out),
+                   session_label=tuple(sessions), found=found)
 
     # -- access ------------------------------------------------------------------------------
 
@@ -339,15 +650,154 @@ class Cohort:
     def __iter__(self) -> Iterator[Subject]:
         return iter(self.subjects)
 
-    def subject(self, participant_id: str) -> Subject:
-        """The participant with this ID (``"sub-01"`` or ``"01"``)."""
+    def subject(self, participant_id: str, session: str | None = None) -> Subject:
+        """The participant with this ID (``"sub-01"`` or ``"01"``), or one session of it."""
         pid = participant_id if str(participant_id).startswith("sub-") else f"sub-{participant_id}"
         try:
-            return self._by_id[pid]
+            found = self._by_id[pid]
         except KeyError:
             raise InputError(f"participant {pid} is not in the cohort", path=self.root / "participants.tsv",
                              fix="use one of " + ", ".join(list(self._by_id)[:5])
                              + (" ..." if len(self._by_id) > 5 else "")) from None
+        return found if session is None else found.in_session(str(session).removeprefix("ses-"))
+
+    def units(self) -> tuple[Subject, ...]:
+        """Every participant and session: the records the participant level runs on."""
+        return tuple(unit for subject in self.subjects for unit in subject.units())
+
+    @property
+    def has_sessions(self) -> bool:
+        """True if any participant has data in a named session."""
+        return any(s is not None for subject in self.subjects for s in subject.sessions)
+
+    def cross_sectional_sessions(self, session_label: Sequence[str] | str | None = None
+                                 ) -> dict[str, str | None]:
+        """The one session per participant that cross-sectional group statistics use.
+
+        The session named (``session_label``, else the cohort's own ``session_label`` when it
+        names exactly one), else the participant's only session, else the earliest by
+        ``acq_time`` in ``sub-<label>_sessions.tsv``. Participants without data in the named
+        session are not in the result.
+
+        Returns
+        -------
+        dict
+            ``{participant_id: session label or None}``.
+
+        Raises
+        ------
+        InputError
+            When the choice is not determined: the message names ``--session-label``.
+        """
+        wanted = _labels(session_label, "ses") or (self.session_label if len(self.session_label) == 1 else ())
+        out = {}
+        for subject in self.subjects:
+            sessions = [s for s in subject.sessions if s is not None]
+            if not sessions:
+                out[subject.participant_id] = None
+            elif wanted:
+                hits = [s for s in sessions if s in wanted]
+                if len(hits) > 1:
+                    raise InputError(f"{subject.participant_id} has sessions {', '.join(hits)} among those "
+                                     "selected; cross-sectional group statistics use one session",
+                                     fix=f"give one --session-label (e.g. --session-label {hits[0]})")
+                if hits:
+                    out[subject.participant_id] = hits[0]
+            elif len(sessions) == 1:
+                out[subject.participant_id] = sessions[0]
+            elif all(not pd.isna(pd.to_datetime((subject.session_info.get(s) or {}).get("acq_time"),
+                                                errors="coerce")) for s in sessions):
+                out[subject.participant_id] = subject.sessions[0]
+            else:
+                raise InputError(f"{subject.participant_id} has sessions {', '.join(sorted(sessions, key=_natural))} "
+                                 f"and no acq_time for each in sub-{subject.label}_sessions.tsv, so the "
+                                 "session of the cross-sectional group statistics is not known",
+                                 path=self.root / f"sub-{subject.label}",
+                                 fix=f"choose it with --session-label (e.g. --session-label "
+                                     f"{sorted(sessions, key=_natural)[0]}), or add acq_time to the sessions.tsv")
+        return out
+
+    def check_inputs(self, needs: Sequence[Needs], required: Sequence[str] = ()) -> dict[str, int]:
+        """How many participant-sessions each analysis can run on; stop when it would be none.
+
+        Parameters
+        ----------
+        needs : list of Needs
+            The analyses about to run.
+        required : list of str
+            Analyses the user asked for by name (``--modules``): each must find some input.
+
+        Returns
+        -------
+        dict
+            ``{analysis: number of participant-sessions with its inputs}``.
+
+        Raises
+        ------
+        InputError
+            Nothing at all would run, or a required analysis finds no input: the message says
+            what was found instead and names the flag that fixes it (``--task-map``, ``--space``,
+            ``--derivatives``, ``--session-label``, ``--repetition-time``).
+        """
+        units = self.units()
+        counts = {need.name: sum(need.met_by(u) for u in units) for need in needs}
+        empty = [need for need in needs if counts[need.name] == 0]
+        if not empty:
+            return counts
+        if len(empty) < len(needs):
+            empty = [need for need in empty if need.name in required]
+            if not empty:
+                return counts
+        need = empty[0]
+        raise self._nothing_error(need, units)
+
+    def _nothing_error(self, need: Needs, units: Sequence[Subject]) -> InputError:
+        found = self.found
+        what = f"{need.name} needs {need.describe()}"
+        if found.old_fmriprep is not None:
+            return _old_fmriprep_error(found.old_fmriprep)
+        if not self.subjects:
+            return InputError(f"no participant has any file{' in the selected sessions' if self.session_label else ''}",
+                              path=self.root, fix="check --participant-label/--session-label, or give the "
+                                                  "preprocessed data with --derivatives")
+        kind = "gm" if need.anat else "bold"
+        other_spaces = [s for s in found.spaces.get(kind, ()) if s != self.space]
+        if need.anat:
+            if other_spaces:
+                return InputError(f"{what} in space {self.space} and none was found; found it in "
+                                  f"{', '.join(other_spaces)}", path=self.root,
+                                  fix=f"pass --space {other_spaces[0]}")
+            return InputError(f"{what} (fMRIPrep label-GM_probseg or CAT12 mwp1) and none was found in "
+                              f"{_searched(found)}", path=self.root,
+                              fix="give the folder of fMRIPrep or CAT12 outputs with --derivatives")
+        tasks = {r.task for u in units for r in u.runs}
+        if need.task not in tasks:
+            taken = {r.label for u in units for r in u.runs if r.label}     # already mapped elsewhere
+            labels = [t for t in found.tasks if t not in taken]
+            guess = next((t for t in labels if t.lower().startswith(need.task) or need.task in t.lower()),
+                         labels[0] if labels else None)
+            if guess is not None:
+                return InputError(f"{what} and the dataset has no task '{need.task}' (its tasks: "
+                                  f"{', '.join(found.tasks)})", path=self.root,
+                                  fix=f"map the dataset's task with --task-map {need.task}={guess}")
+            return InputError(f"{what} and the dataset has no task '{need.task}' and no other task",
+                              path=self.root, fix="give the fMRIPrep outputs with --derivatives, or leave "
+                                                  f"{need.name} out with --modules")
+        runs = [r for u in units for r in u.runs_for(need.task)]
+        if not any(r.bold is not None or r.timeseries is not None for r in runs):
+            if other_spaces:
+                return InputError(f"{what} in space {self.space} and none was found; found "
+                                  f"{', '.join(other_spaces)}", path=self.root,
+                                  fix=f"pass --space {other_spaces[0]}")
+            return InputError(f"{what}: the raw runs are there but no preprocessed BOLD or ROI time series "
+                              f"was found in {_searched(found)}", path=self.root,
+                              fix="give the fMRIPrep (or ROI time-series) folder with --derivatives")
+        if need.events:
+            return InputError(f"{what}: no run of task '{need.task}' has an events file", path=self.root,
+                              fix=f"add *_task-{need.task}_events.tsv files to the raw dataset, or leave "
+                                  f"{need.name} out with --modules")
+        return InputError(f"{what} and none of the selected participants has it", path=self.root,
+                          fix="check --participant-label and --session-label")
 
     def has(self, column: str) -> bool:
         """True if ``participants.tsv`` has ``column`` with at least one value that is not n/a."""
@@ -391,12 +841,53 @@ class Cohort:
         return pd.Series(DEFAULT_SITE, index=self.participants.index, name="site")
 
 
+def _searched(found: _Found) -> str:
+    if not found.derivatives_searched:
+        return "the dataset (it has no derivatives folder)"
+    return ", ".join(str(p) for p in found.derivatives_searched[:3])
+
+
+def _old_fmriprep_error(path: Path) -> InputError:
+    return InputError("this file is named as fMRIPrep before 1.2 named its outputs, which painplast does "
+                      "not read", path=path,
+                      fix="re-run fMRIPrep 1.2 or later (20.2 LTS or newer) and pass its folder with --derivatives")
+
+
+def _labels(values: Sequence[str] | str | None, prefix: str) -> tuple[str, ...]:
+    """Labels given with or without their ``prefix-``, checked."""
+    if values is None:
+        return ()
+    if isinstance(values, str):
+        values = [values]
+    out = []
+    for value in values:
+        label = str(value).strip().removeprefix(f"{prefix}-")
+        if not re.fullmatch(r"[A-Za-z0-9]+", label):
+            raise InputError(f"malformed {prefix} label {value!r}",
+                             fix=f"give labels such as pre or {prefix}-pre (letters and digits only)")
+        out.append(label)
+    return tuple(dict.fromkeys(out))
+
+
 # --------------------------------------------------------------------------------------------
 # participants.tsv
 # --------------------------------------------------------------------------------------------
 
-def _read_participants(path: Path) -> pd.DataFrame:
-    """participants.tsv indexed by participant_id; IDs checked, ``group`` lower-cased."""
+#: participants.tsv columns painplast knows (docs/architecture.md, "Inputs").
+KNOWN_COLUMNS = ("group", "diagnosis", "site", "age", "sex", "pain_intensity", "pain_duration_months",
+                 "affected_side", "modulation_score", "treatment_response")
+_COLUMN_SYNONYMS = {"gender": "sex"}
+_GROUP_WORDS = {"patient": "patient", "patients": "patient", "control": "control", "controls": "control"}
+_SEX_WORDS = {"m": "M", "male": "M", "man": "M", "f": "F", "female": "F", "woman": "F"}
+_CONTROL_TEXT = re.compile(r"\b(control|controls|healthy|hc|hv|volunteers?|pain[- ]free)\b", re.I)
+_PATIENT_TEXT = re.compile(r"\b(patients?|cases?|chronic|pain|clbp|cbp|fibromyalgia|migraine|crps|"
+                           r"arthritis|neuropathic|neuropathy)\b", re.I)
+
+
+def _read_participants(path: Path, group_map: Mapping[str, str] | None = None,
+                       sex_map: Mapping[str, str] | None = None) -> tuple[pd.DataFrame, list[str]]:
+    """participants.tsv indexed by participant_id, known columns normalised; and notes on what
+    was read differently from how it is written."""
     if not path.is_file():
         raise InputError("participants.tsv is missing", path=path,
                          fix="add a tab-separated participants.tsv with a participant_id column")
@@ -406,6 +897,7 @@ def _read_participants(path: Path) -> pd.DataFrame:
     except (OSError, ValueError, UnicodeDecodeError) as error:
         raise InputError(f"cannot read participants.tsv ({_reason(error)})", path=path,
                          fix="write it as UTF-8 text, tab-separated, with a header row") from None
+    table.columns = [str(c).strip() for c in table.columns]
     if "participant_id" not in table.columns:
         raise InputError("no participant_id column", path=path,
                          fix="name the first column participant_id (tab-separated header)")
@@ -423,9 +915,108 @@ def _read_participants(path: Path) -> pd.DataFrame:
         raise InputError(f"duplicate participant_id {duplicated.iloc[0]}", path=path,
                          fix="list each participant once")
     table = table.set_index("participant_id")
+    levels = _levels(path.with_suffix(".json"))
+    notes: list[str] = []
+    renames = {}
+    for column in table.columns:
+        key = _COLUMN_SYNONYMS.get(column.lower(), column.lower())
+        if key in KNOWN_COLUMNS and column != key and key not in table.columns \
+                and key not in renames.values():
+            renames[column] = key
+    if renames:
+        table = table.rename(columns=renames)
+        levels = {renames.get(k, k): v for k, v in levels.items()}
+        notes.append("participants.tsv: " + ", ".join(f"column '{a}' read as '{b}'" for a, b in renames.items()))
     if "group" in table.columns:
-        table["group"] = table["group"].map(lambda v: v.strip().lower() if isinstance(v, str) else v)
-    return table
+        table["group"] = _recode(table["group"], path, "group", _GROUP_WORDS, group_map,
+                                 levels.get("group"), _group_of_text, ("patient", "control"),
+                                 "--group-map CLBP=patient,HC=control")
+    if "sex" in table.columns:
+        table["sex"] = _recode(table["sex"], path, "sex", _SEX_WORDS, sex_map, levels.get("sex"),
+                               _sex_of_text, ("M", "F"), "--sex-map 1=M,2=F")
+    for column in KNOWN_COLUMNS:
+        if column in table.columns and table[column].isna().any() and table[column].notna().any():
+            missing = table.index[table[column].isna()]
+            notes.append(f"participants.tsv: {column} is n/a for {', '.join(missing[:5])}"
+                         f"{' ...' if len(missing) > 5 else ''}; left out of the analyses that use {column}")
+    return table, notes
+
+
+def _levels(path: Path) -> dict[str, dict[str, str]]:
+    """``{column: {code: description}}`` from participants.json ``Levels`` (missing file: empty)."""
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8-sig"))
+    except (OSError, ValueError) as error:
+        raise InputError(f"cannot read participants.json ({_reason(error)})", path=path,
+                         fix="write valid JSON, or remove the file") from None
+    out = {}
+    for column, spec in (data.items() if isinstance(data, dict) else ()):
+        if isinstance(spec, dict) and isinstance(spec.get("Levels"), dict):
+            out[str(column).strip()] = {str(k).strip(): str(v) for k, v in spec["Levels"].items()}
+    return out
+
+
+def _group_of_text(text: str) -> str | None:
+    if _CONTROL_TEXT.search(text):
+        return "control"
+    if _PATIENT_TEXT.search(text):
+        return "patient"
+    return None
+
+
+def _sex_of_text(text: str) -> str | None:
+    words = set(re.findall(r"[a-z]+", text.lower()))
+    male, female = bool(words & {"m", "male", "man", "men"}), bool(words & {"f", "female", "woman", "women"})
+    return "M" if male and not female else "F" if female and not male else None
+
+
+def _recode(values: pd.Series, path: Path, column: str, words: Mapping[str, str],
+            given: Mapping[str, str] | None, levels: Mapping[str, str] | None, from_text,
+            allowed: tuple[str, ...], flag: str) -> pd.Series:
+    """Map a coded column to painplast's values: the flag's mapping, else known words, else
+    participants.json Levels described in words; n/a stays missing; anything else is an error."""
+    mapping: dict[str, str | None] = {}
+    source = "participants.json Levels"
+    if given:
+        source = flag.split()[0]
+        for code, value in given.items():
+            target = str(value).strip()
+            norm = {a.lower(): a for a in allowed}.get(target.lower())
+            if norm is None and target.lower() not in ("n/a", "na"):
+                raise InputError(f"{source} maps '{code}' to '{value}'",
+                                 fix=f"map every code to one of {', '.join(allowed)} or n/a, e.g. {flag}")
+            mapping[str(code).strip().lower()] = norm
+    else:
+        for code, description in (levels or {}).items():
+            key = code.lower()
+            kind = words.get(key) or from_text(description) or from_text(code)
+            if kind is not None:
+                mapping[key] = kind
+    out = []
+    unknown: dict[str, str] = {}
+    for pid, value in values.items():
+        if value is None or (isinstance(value, float) and np.isnan(value)):
+            out.append(np.nan)
+            continue
+        key = str(value).strip()
+        if isinstance(value, float) and value.is_integer():
+            key = str(int(value))
+        key = key.lower()
+        if key in mapping:
+            out.append(np.nan if mapping[key] is None else mapping[key])
+        elif key in words:
+            out.append(words[key])
+        else:
+            out.append(np.nan)
+            unknown.setdefault(key if not isinstance(value, str) else value.strip(), pid)
+    if unknown:
+        codes = ", ".join(f"{c!r} ({pid})" for c, pid in unknown.items())
+        raise InputError(f"{column} value(s) {codes} are not {' or '.join(allowed)}"
+                         + (f" and {source} does not map them" if given or levels else ""), path=path,
+                         fix=f"say what the codes mean with {flag} (or Levels in participants.json)")
+    return pd.Series(out, index=values.index, name=values.name, dtype=object)
 
 
 def _select(table: pd.DataFrame, labels: Sequence[str] | str, path: Path) -> pd.DataFrame:
@@ -440,7 +1031,7 @@ def _select(table: pd.DataFrame, labels: Sequence[str] | str, path: Path) -> pd.
                              fix="give labels such as 01 or sub-01 (letters and digits only)")
         if pid not in table.index:
             raise InputError(f"participant {pid} is not listed", path=path,
-                             fix="add it to participants.tsv or drop it from participant_label")
+                             fix="add it to participants.tsv or drop it from --participant-label")
         wanted.add(pid)
     return table.loc[[pid for pid in table.index if pid in wanted]]
 
@@ -491,6 +1082,11 @@ def _parse_name(name: str) -> tuple[dict[str, str], str, str] | None:
     return entities, parts[-1], "." + ext if dot else ""
 
 
+#: File names of fMRIPrep before 1.2 (``..._bold_space-X_preproc.nii.gz``, ``..._bold_confounds.tsv``).
+_OLD_FMRIPREP = re.compile(r"^sub-[A-Za-z0-9]+_.*(_bold_space-[A-Za-z0-9]+_(preproc|brainmask)\.nii|"
+                           r"_bold_confounds\.tsv$|_T1w_space-[A-Za-z0-9]+_class-GM_probtissue\.nii)")
+
+
 def _run_key(entities: Mapping[str, str]) -> tuple:
     return tuple(entities.get(e) for e in _RUN_ENTITIES)
 
@@ -504,16 +1100,23 @@ def _sort_key(key: tuple) -> tuple:
 class _Finder:
     """Indexes the raw dataset and the derivatives once; builds :class:`Subject` records."""
 
-    def __init__(self, root: Path, derivatives: Sequence[Path], space: str):
+    def __init__(self, root: Path, derivatives: Sequence[Path], space: Space,
+                 task_map: Mapping[str, str], repetition_time: float | None):
         self.root, self.space = root, space
+        self.tasks_of = _task_names(task_map)        # dataset label -> painplast task
+        self.repetition_time = None if repetition_time is None else _positive(
+            repetition_time, None, "RepetitionTime", flag=True)
         self.labels: set[str] = set()
         self.raw_bold: dict = defaultdict(list)      # (label, key) -> [Path]
         self.meta: dict = defaultdict(list)          # folder -> [(entities, suffix, ext, Path)]
         self.files: dict = defaultdict(list)         # (kind, label, key) -> [Path]
-        self.gm: dict = defaultdict(list)            # label -> [(source, Path)]
-        self.anat_mask: dict = defaultdict(list)     # label -> [Path]
+        self.gm: dict = defaultdict(list)            # label -> [(source, session, Path)]
+        self.anat_mask: dict = defaultdict(list)     # label -> [(session, Path)]
         self.run_keys: dict = defaultdict(set)       # label -> run keys (raw BOLD, BOLD, time series)
         self.raw_of: dict = {}                       # (label, Run) -> raw BOLD Path
+        self.task_labels: set[str] = set()           # every task label seen, in any space
+        self.spaces: dict = defaultdict(set)         # "bold"/"gm" -> --space labels seen
+        self.old_fmriprep: Path | None = None
         self._json: dict = {}
         self._index_raw()
         for folder in derivatives:
@@ -541,6 +1144,7 @@ class _Finder:
         elif ext in _NIFTI and suffix == "bold" and "sub" in entities and "task" in entities:
             self.raw_bold[entities["sub"], _run_key(entities)].append(folder / name)
             self.run_keys[entities["sub"]].add(_run_key(entities))
+            self.task_labels.add(entities["task"])
 
     def _index_derivatives(self, top: Path):
         for folder, name in _walk(top, prune=("sourcedata",)):
@@ -549,69 +1153,108 @@ class _Finder:
                 label = _label_of(path, top)
                 if label:
                     self.labels.add(label)
-                    self.gm[label].append(("CAT12 mwp1", path))
+                    self.gm[label].append(("CAT12 mwp1", _session_of(path, top), path))
                 continue
+            if self.old_fmriprep is None and _OLD_FMRIPREP.match(name):
+                self.old_fmriprep = path
             parsed = _parse_name(name)
             if parsed is None or "sub" not in parsed[0]:
                 continue
             entities, suffix, ext = parsed
             label, desc, task = entities["sub"], entities.get("desc"), entities.get("task")
-            in_space = entities.get("space") == self.space
             kind = None
-            if ext in _NIFTI and in_space:
+            if ext in _NIFTI and "space" in entities:
                 if suffix == "bold" and desc == "preproc" and task:
                     kind = "bold"
                 elif suffix == "mask" and desc == "brain":
                     kind = "mask" if task else "anat_mask"
                 elif suffix == "probseg" and entities.get("label") == "GM" and not task:
                     kind = "gm"
+                if kind in ("bold", "gm"):
+                    self.spaces[kind].add(_space_of(entities))
+                if kind == "bold":
+                    self.task_labels.add(task)
+                if not self.space.matches(entities):
+                    continue
             elif ext == ".tsv" and task:
                 if desc == "confounds" and suffix in ("timeseries", "regressors"):
                     kind = "confounds"
-                elif suffix == "timeseries":
+                elif suffix == "timeseries" and desc != "confounds":
                     kind = "timeseries"
+                    self.task_labels.add(task)
             if kind is None:
                 continue
             self.labels.add(label)
             if kind == "anat_mask":
-                self.anat_mask[label].append(path)
+                self.anat_mask[label].append((entities.get("ses"), path))
             elif kind == "gm":
-                self.gm[label].append(("fMRIPrep probseg", path))
+                self.gm[label].append(("fMRIPrep probseg", entities.get("ses"), path))
             else:
                 self.files[kind, label, _run_key(entities)].append(path)
                 if kind in ("bold", "timeseries"):
                     self.run_keys[label].add(_run_key(entities))
+
+    def sessions_table(self, label: str) -> dict[str, dict]:
+        """Rows of ``sub-<label>/sub-<label>_sessions.tsv`` by session label (no file: empty)."""
+        path = self.root / f"sub-{label}" / f"sub-{label}_sessions.tsv"
+        if not path.is_file():
+            return {}
+        table = _read_tsv(path, "sessions file")
+        if "session_id" not in table.columns:
+            raise InputError("the sessions file has no session_id column", path=path,
+                             fix="name the first column session_id (values such as ses-pre)")
+        rows = {}
+        for _, row in table.iterrows():
+            key = str(row["session_id"]).strip().removeprefix("ses-")
+            rows[key] = {k: (v.item() if isinstance(v, np.generic) else v)
+                         for k, v in row.items() if k != "session_id"}
+        return rows
 
     # building ---------------------------------------------------------------------------------
 
     def subject(self, pid: str, row: pd.Series) -> Subject:
         label = pid[4:]
         runs = tuple(self._run(label, key) for key in sorted(self.run_keys.get(label, ()), key=_sort_key))
-        gm = self._only([p for _, p in self.gm.get(label, ())], f"gray-matter maps for {pid}",
-                        "pass derivatives= with only one of fMRIPrep or CAT12 (one GM map per participant)")
-        anat_mask = self._only(self.anat_mask.get(label, ()), f"anatomical brain masks for {pid}",
-                               "pass derivatives= with one pipeline's folder")
+        anatomy: dict = {}
+        sessions = {s for _, s, _ in self.gm.get(label, ())} | {s for s, _ in self.anat_mask.get(label, ())}
+        for ses in sorted(sessions, key=lambda s: (s is not None, s or "")):
+            where = f"{pid}" + (f" ses-{ses}" if ses else "")
+            gm = self._only([p for _, s, p in self.gm.get(label, ()) if s == ses],
+                            f"gray-matter maps for {where}",
+                            "pass --derivatives with only one of fMRIPrep or CAT12 (one GM map per participant"
+                            " and session), or a --space with its resolution (e.g. MNI152NLin2009cAsym:res-2)")
+            mask = self._only([p for s, p in self.anat_mask.get(label, ()) if s == ses],
+                              f"anatomical brain masks for {where}",
+                              "pass --derivatives with one pipeline's folder, or a --space with its resolution")
+            anatomy[ses] = (gm, mask)
+        whole = anatomy.get(None) or (next(iter(anatomy.values())) if len(anatomy) == 1 else (None, None))
         info = {k: (v.item() if isinstance(v, np.generic) else v) for k, v in row.items()}
-        return Subject(participant_id=pid, label=label, info=info, runs=runs, gm=gm, anat_mask=anat_mask)
+        return Subject(participant_id=pid, label=label, info=info, runs=runs, gm=whole[0], anat_mask=whole[1],
+                       anatomy=anatomy, session_info=self.sessions_table(label))
 
     def _run(self, label: str, key: tuple) -> Run:
         entities = {"sub": label, **{e: v for e, v in zip(_RUN_ENTITIES, key) if v is not None}}
-        fix = "pass derivatives= with one pipeline's folder, or remove the extra file"
+        fix = ("pass --derivatives with one pipeline's folder, or a --space with its resolution "
+               "(e.g. --space MNI152NLin2009cAsym:res-2)")
         owner = f"for sub-{label} " + "_".join(f"{e}-{v}" for e, v in entities.items() if e != "sub")
         bold = self._only(self.files.get(("bold", label, key), ()), f"preprocessed BOLD files {owner}", fix)
         timeseries = self._only(self.files.get(("timeseries", label, key), ()),
                                 f"ROI time-series files {owner}",
-                                "keep one atlas per run in the derivatives you pass (derivatives=)")
+                                "keep one atlas per run in the folders you pass with --derivatives")
         near = [p.parent for p in (bold, timeseries) if p is not None]
         mask = self._only(self.files.get(("mask", label, key), ()), f"BOLD brain masks {owner}", fix, near)
         confounds = self._only(self.files.get(("confounds", label, key), ()), f"confounds files {owner}",
                                fix, near)
         raw = self.raw_bold.get((label, key), ())
         events = self._inherited(entities, "events", ".tsv")
-        run = Run(task=entities["task"], session=entities.get("ses"), run=entities.get("run"),
+        task_label = entities["task"]
+        task = self.tasks_of.get(task_label, task_label)
+        run = Run(task=task, session=entities.get("ses"), run=entities.get("run"),
                   bold=bold, mask=mask, confounds=confounds,
                   events=events[-1] if events else None, timeseries=timeseries,
-                  repetition_time=self._repetition_time(entities, bold, timeseries, raw[0] if raw else None))
+                  repetition_time=self._repetition_time(entities, bold, timeseries, raw[0] if raw else None),
+                  label=task_label if task_label != task else None,
+                  entities=tuple((e, entities[e]) for e in ("acq", "ce", "rec", "dir") if e in entities))
         if raw:
             self.raw_of[label, run] = raw[0]
         return run
@@ -647,7 +1290,8 @@ class _Finder:
 
     def _repetition_time(self, entities, bold, timeseries, raw_bold) -> float | None:
         """Seconds: raw sidecars (BIDS inheritance, most specific wins), then the sidecars of the
-        derivative files, then the NIfTI header (preprocessed, then raw BOLD)."""
+        derivative files; then ``--repetition-time``; then the NIfTI header (preprocessed, then
+        raw BOLD). A sidecar that disagrees with ``--repetition-time`` is an error."""
         value, source = None, None
         for path in self._inherited(entities, "bold", ".json"):
             meta = self._read_json(path)
@@ -663,7 +1307,14 @@ class _Finder:
                 value = 1.0 / _positive(meta["SamplingFrequency"], _sidecar(path), "SamplingFrequency")
                 source = _sidecar(path)
         if value is not None:
-            return _positive(value, source, "RepetitionTime")
+            value = _positive(value, source, "RepetitionTime")
+            if self.repetition_time is not None and abs(value - self.repetition_time) > 1e-3 * value:
+                raise InputError(f"RepetitionTime is {value:g} s here but --repetition-time says "
+                                 f"{self.repetition_time:g} s", path=source,
+                                 fix="drop --repetition-time (the sidecar gives it) or correct the sidecar")
+            return value
+        if self.repetition_time is not None:
+            return self.repetition_time
         for image in (bold, raw_bold):
             if image is not None:
                 seconds = _header_tr(image)
@@ -685,6 +1336,21 @@ class _Finder:
         return self._json[path]
 
 
+def _task_names(task_map: Mapping[str, str]) -> dict[str, str]:
+    """``{dataset label: painplast task}`` from ``{painplast task: dataset label}``, checked."""
+    out = {}
+    for task, label in (task_map or {}).items():
+        for value in (task, label):
+            if not re.fullmatch(r"[A-Za-z0-9]+", str(value)):
+                raise InputError(f"--task-map {task}={label}: '{value}' is not a task label",
+                                 fix="give painplast's task and the dataset's label, e.g. --task-map rest=restingstate")
+        if str(label) in out:
+            raise InputError(f"--task-map maps the dataset's task '{label}' twice",
+                             fix="map each dataset task to one painplast task")
+        out[str(label)] = str(task)
+    return out
+
+
 def _walk(top: Path, prune: Sequence[str] = ()) -> Iterator[tuple[Path, str]]:
     for folder, dirnames, filenames in os.walk(top):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and d not in prune)
@@ -704,6 +1370,17 @@ def _label_of(path: Path, top: Path) -> str | None:
     return None
 
 
+def _session_of(path: Path, top: Path) -> str | None:
+    """Session label of a CAT12 file: from its name (``..._ses-1_T1w``) or a ``ses-*`` folder."""
+    match = re.search(r"_ses-([A-Za-z0-9]+)", path.name)
+    if match:
+        return match.group(1)
+    for part in reversed(path.relative_to(top).parts[:-1]):
+        if re.fullmatch(r"ses-[A-Za-z0-9]+", part):
+            return part[4:]
+    return None
+
+
 def _sidecar(path: Path) -> Path:
     name = path.name
     for ext in (".nii.gz", ".nii", ".tsv"):
@@ -712,8 +1389,11 @@ def _sidecar(path: Path) -> Path:
     return path.with_suffix(".json")
 
 
-def _positive(value, path: Path, key: str) -> float:
+def _positive(value, path: Path | None, key: str, flag: bool = False) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value) or value <= 0:
+        if flag:
+            raise InputError(f"--repetition-time {value!r} is not a positive number of seconds",
+                             fix="give the repetition time in seconds, e.g. --repetition-time 2.5")
         unit = "seconds (e.g. 2.0)" if key == "RepetitionTime" else "Hz (e.g. 0.5)"
         raise InputError(f"{key} is {value!r}, not a positive number", path=path, fix=f"set {key} in {unit}")
     return float(value)
@@ -909,55 +1589,69 @@ def _check_grids(grids: Sequence[_Grid], what: str) -> None:
 # --------------------------------------------------------------------------------------------
 
 class _Validator:
-    """The checks of ``Cohort.from_bids(validate=True)``, in the order they run."""
+    """The checks of ``Cohort.from_bids(validate=True)``, in the order they run.
 
-    def __init__(self, table_path: Path, table: pd.DataFrame, subjects: Sequence[Subject], finder: _Finder):
+    With ``needs``, only the files those analyses read are checked: the runs of their tasks
+    (events only where a task model needs them) and the gray-matter maps if one reads them.
+    """
+
+    def __init__(self, table_path: Path, table: pd.DataFrame, subjects: Sequence[Subject], finder: _Finder,
+                 needs: Sequence[Needs] | None = None):
         self.table_path, self.table, self.subjects, self.finder = table_path, table, subjects, finder
+        self.needs = needs
+
+    def _wanted(self, run: Run) -> tuple[bool, bool]:
+        """(check this run, it needs events)."""
+        if self.needs is None:
+            return True, not run.is_rest
+        hits = [n for n in self.needs if not n.anat and n.task == run.task]
+        return bool(hits), any(n.events for n in hits)
 
     def run(self) -> None:
         self.participants()
         functional, gm, anat = [], [], []
+        check_anat = self.needs is None or any(n.anat for n in self.needs)
         for subject in self.subjects:
-            if not (subject.runs or subject.gm or subject.anat_mask):
-                raise InputError(f"{subject.participant_id} is listed but no file of it was found in the "
-                                 f"dataset or its derivatives", path=self.table_path,
-                                 fix="add its data, remove its row, or leave it out with participant_label")
             for run in subject.runs:
-                functional += self.run_files(subject, run)
-            if subject.gm is not None:
-                gm.append(_check_image(subject.gm, "gray-matter map",
-                                       "regenerate the segmentation (fMRIPrep or CAT12)")[0])
-            if subject.anat_mask is not None:
-                anat.append(_check_image(subject.anat_mask, "anatomical brain mask",
-                                         "regenerate the mask")[0])
+                wanted, events = self._wanted(run)
+                if wanted:
+                    functional += self.run_files(subject, run, events)
+            if not check_anat:
+                continue
+            for session, (gm_path, mask_path) in subject.anatomy.items():
+                if gm_path is not None:
+                    gm.append(_check_image(gm_path, "gray-matter map",
+                                           "regenerate the segmentation (fMRIPrep or CAT12)")[0])
+                if mask_path is not None:
+                    anat.append(_check_image(mask_path, "anatomical brain mask", "regenerate the mask")[0])
         _check_grids(functional, "BOLD series and run mask")
         _check_grids(gm, "gray-matter map")
         _check_grids(anat, "anatomical mask")
-        sources = {source for s in self.subjects
-                   for source, path in self.finder.gm.get(s.label, ()) if path == s.gm}
+        if not check_anat:
+            return
+        used = {p for s in self.subjects for p, _ in s.anatomy.values() if p is not None}
+        sources = {source for s in self.subjects for source, _, path in self.finder.gm.get(s.label, ())
+                   if path in used}
         if len(sources) > 1:
             raise InputError(f"gray-matter maps mix {' and '.join(sorted(sources))} across participants",
-                             path=next(s.gm for s in self.subjects if s.gm is not None),
-                             fix="pass derivatives= with one pipeline's GM maps for everyone")
+                             path=sorted(used, key=str)[0],
+                             fix="pass --derivatives with one pipeline's GM maps for everyone")
 
     def participants(self) -> None:
         path = self.table_path
-        if "group" in self.table.columns:
-            for pid, value in self.table["group"].items():
-                if value not in GROUPS:
-                    shown = "n/a" if not isinstance(value, str) else repr(value)
-                    raise InputError(f"group of {pid} is {shown}", path=path,
-                                     fix="use patient or control for every participant, "
-                                         "or drop the group column for a cohort without groups")
         if "site" in self.table.columns:
             missing = self.table.index[self.table["site"].isna()]
             if len(missing):
                 raise InputError(f"site of {missing[0]} is n/a", path=path,
                                  fix="fill in every site, or drop the site column for a one-site study")
 
-    def run_files(self, subject: Subject, run: Run) -> list[_Grid]:
+    def run_files(self, subject: Subject, run: Run, events: bool = True) -> list[_Grid]:
         where = f"{subject.participant_id} {run.name}"
-        if not run.is_rest:
+        if run.repetition_time is None and (run.bold is not None or run.timeseries is not None):
+            raise InputError(f"the repetition time of run {where} is unknown (no RepetitionTime in a "
+                             "sidecar, none in the image header)", path=run.timeseries or run.bold,
+                             fix="pass --repetition-time SECONDS, or add RepetitionTime to the JSON sidecar")
+        if events:
             if run.events is None:
                 near = self.finder.raw_of.get((subject.label, run)) or run.bold or run.timeseries
                 raise InputError(f"task run {where} has no events file", path=near,
@@ -966,8 +1660,7 @@ class _Validator:
             self.events(run.events)
         if run.bold is not None and run.confounds is None:
             raise InputError(f"BOLD run {where} has no confounds file", path=run.bold,
-                             fix="give the fMRIPrep derivatives folder with its "
-                                 "desc-confounds_timeseries.tsv")
+                             fix="give the fMRIPrep folder with its desc-confounds_timeseries.tsv with --derivatives")
         grids, volumes = [], None
         if run.bold is not None:
             grid, volumes = _check_image(run.bold, "BOLD series", "regenerate it with fMRIPrep", bold=True)

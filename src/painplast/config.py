@@ -16,6 +16,8 @@ from typing import Any, Mapping
 from .errors import InputError
 
 MODULES = ("sensitization", "reorganization", "connectivity", "structure", "modulation")
+#: Fields only the group stages and the biomarker read: not part of a participant output's hash.
+GROUP_FIELDS = ("n_permutations", "alpha", "random_state")
 
 
 @dataclass(frozen=True)
@@ -44,6 +46,10 @@ class Config:
         Paths of pattern weight maps whose response the sensitization module computes.
     random_state : int
         Seed of every random choice of the run.
+    task_map : mapping
+        ``{painplast task: dataset task label}`` (``--task-map rest=restingstate``).
+    repetition_time : float or None
+        Seconds, for runs whose files carry none (``--repetition-time``).
     options : mapping
         ``{module: {parameter: value}}`` overriding the module's ``DEFAULTS``.
 
@@ -64,6 +70,8 @@ class Config:
     alpha: float = 0.05
     signatures: tuple[str, ...] = ()
     random_state: int = 0
+    task_map: Mapping[str, str] = field(default_factory=dict)
+    repetition_time: float | None = None
     options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
     def __post_init__(self):
@@ -73,6 +81,7 @@ class Config:
                              fix=f"choose from {', '.join(MODULES)}")
         object.__setattr__(self, "modules", tuple(self.modules))
         object.__setattr__(self, "signatures", tuple(str(s) for s in self.signatures))
+        object.__setattr__(self, "task_map", {str(k): str(v) for k, v in dict(self.task_map).items()})
 
     def module(self, name: str, defaults: Mapping[str, Any]) -> dict[str, Any]:
         """Module parameters: ``defaults`` updated with this config's ``options[name]``."""
@@ -88,14 +97,26 @@ class Config:
         out["modules"] = list(self.modules)
         out["signatures"] = list(self.signatures)
         out["options"] = {k: dict(v) for k, v in self.options.items()}
+        out["task_map"] = dict(self.task_map)
         return out
 
     def parameter_hash(self, module: str | None = None) -> str:
-        """A short hash of the parameters (all, or those one module sees)."""
+        """A short hash of the parameters (all, or those one module's participant stage sees).
+
+        With ``module``, the fields only group stages read (:data:`GROUP_FIELDS`: permutations,
+        significance level, seed) are left out, so that a group-level option never invalidates
+        participant outputs (BIDS-Apps users give ``--n-permutations`` at the group step).
+        """
         data = self.to_dict()
         if module is not None:
             data["options"] = data["options"].get(module, {})
             data["modules"] = [module]
+            for name in GROUP_FIELDS:
+                data.pop(name, None)
+            if not data["task_map"]:
+                data.pop("task_map")          # hashes of earlier versions stay valid
+            if data["repetition_time"] is None:
+                data.pop("repetition_time")
         text = json.dumps(data, sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 

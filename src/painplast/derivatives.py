@@ -3,17 +3,18 @@
 Layout of ``OUTPUT_DIR`` (see ``docs/architecture.md``)::
 
     dataset_description.json
-    sub-<label>/sub-<label>_desc-<module>_features.tsv      one row of scalar features
-    sub-<label>/sub-<label>_desc-<module>_features.json     provenance; written last = "done"
-    sub-<label>/sub-<label>_space-<space>_desc-<module><Name>_statmap.nii.gz
-    sub-<label>/sub-<label>_desc-<module><Name>_array.npy
+    sub-<label>/[ses-<s>/]sub-<label>[_ses-<s>]_desc-<module>_features.tsv   one row of scalar features
+    sub-<label>/[ses-<s>/]sub-<label>[_ses-<s>]_desc-<module>_features.json  provenance; written last = "done"
+    sub-<label>/[ses-<s>/]sub-<label>[_ses-<s>]_space-<space>_desc-<module><Name>_statmap.nii.gz
+    sub-<label>/[ses-<s>/]sub-<label>[_ses-<s>]_desc-<module><Name>_array.npy
     group/<module>_findings.tsv, <module>_clusters.tsv, <module>_<table>.tsv,
     group/<module>_<map>.nii.gz, <module>_<figure>.png, <module>_notes.json
     logs/
 
 Every file is written to a temporary name in its folder and renamed into place, so a killed run
 leaves either the old file or the new one, never half of one. A participant's module output
-counts as done when its sidecar exists and records the same parameter hash.
+counts as done when its sidecar exists and records the same parameter hash. The sidecar lists
+the input runs used and the checksum of every input file.
 """
 from __future__ import annotations
 
@@ -114,32 +115,49 @@ def file_checksum(path: Path, chunk: int = 1 << 20) -> str:
 class Derivatives:
     """The painplast derivatives folder ``root``.
 
+    Participant outputs are keyed by participant and session: ``sub-01/ses-pre/sub-01_ses-pre_...``
+    for a session, ``sub-01/sub-01_...`` for a dataset without sessions (as BIDS derivatives are).
+
     Examples
     --------
     >>> import tempfile
     >>> d = Derivatives(tempfile.mkdtemp())
     >>> d.features_path("sub-01", "structure").name
     'sub-01_desc-structure_features.tsv'
+    >>> d.features_path("sub-01", "structure", "pre").relative_to(d.root).as_posix()
+    'sub-01/ses-pre/sub-01_ses-pre_desc-structure_features.tsv'
     """
 
     def __init__(self, root: str | os.PathLike):
         self.root = Path(root)
 
     # ---------------------------------------------------------------- names
-    def subject_dir(self, participant_id: str) -> Path:
-        return self.root / participant_id
+    def subject_dir(self, participant_id: str, session: str | None = None) -> Path:
+        folder = self.root / participant_id
+        return folder / f"ses-{session}" if session else folder
 
-    def features_path(self, participant_id: str, module: str) -> Path:
-        return self.subject_dir(participant_id) / f"{participant_id}_desc-{module}_features.tsv"
+    @staticmethod
+    def _prefix(participant_id: str, session: str | None) -> str:
+        return participant_id + (f"_ses-{session}" if session else "")
 
-    def sidecar_path(self, participant_id: str, module: str) -> Path:
-        return self.features_path(participant_id, module).with_suffix(".json")
+    def features_path(self, participant_id: str, module: str, session: str | None = None) -> Path:
+        return (self.subject_dir(participant_id, session)
+                / f"{self._prefix(participant_id, session)}_desc-{module}_features.tsv")
 
-    def map_path(self, participant_id: str, module: str, name: str) -> Path:
-        return self.subject_dir(participant_id) / f"{participant_id}_space-{SPACE}_desc-{module}{_camel(name)}_statmap.nii.gz"
+    def sidecar_path(self, participant_id: str, module: str, session: str | None = None) -> Path:
+        return self.features_path(participant_id, module, session).with_suffix(".json")
 
-    def array_path(self, participant_id: str, module: str, name: str) -> Path:
-        return self.subject_dir(participant_id) / f"{participant_id}_desc-{module}{_camel(name)}_array.npy"
+    def map_path(self, participant_id: str, module: str, name: str, session: str | None = None,
+                 space: str = SPACE) -> Path:
+        """``sub-X[_ses-Y]_space-<space>_desc-<module><Name>_statmap.nii.gz`` (``space`` as
+        ``--space`` takes it: ``MNI152NLin6Asym:res-2`` is written ``space-MNI152NLin6Asym_res-2``)."""
+        space_entities = "_".join([f"space-{space.split(':')[0]}"] + space.split(":")[1:])
+        return (self.subject_dir(participant_id, session) / f"{self._prefix(participant_id, session)}_"
+                f"{space_entities}_desc-{module}{_camel(name)}_statmap.nii.gz")
+
+    def array_path(self, participant_id: str, module: str, name: str, session: str | None = None) -> Path:
+        return (self.subject_dir(participant_id, session)
+                / f"{self._prefix(participant_id, session)}_desc-{module}{_camel(name)}_array.npy")
 
     @property
     def group_dir(self) -> Path:
@@ -163,8 +181,8 @@ class Derivatives:
             })
 
     # ---------------------------------------------------------------- subject results
-    def is_done(self, participant_id: str, module: str, parameter_hash: str) -> bool:
-        side = self.sidecar_path(participant_id, module)
+    def is_done(self, participant_id: str, module: str, parameter_hash: str, session: str | None = None) -> bool:
+        side = self.sidecar_path(participant_id, module, session)
         if not side.exists():
             return False
         try:
@@ -173,55 +191,72 @@ class Derivatives:
             return False
         if meta.get("parameter_hash") != parameter_hash:
             return False
-        return all((self.subject_dir(participant_id) / f).exists() for f in meta.get("files", []))
+        folder = self.subject_dir(participant_id, session)
+        return all((folder / f).exists() for f in meta.get("files", []))
 
     def write_subject(self, result: SubjectResult, parameters: dict, parameter_hash: str,
-                      inputs: Iterable[str | os.PathLike] = ()) -> None:
-        """Write one participant's module output; the sidecar goes last (the 'done' marker)."""
-        pid, module = result.participant_id, result.module
+                      inputs: Iterable[str | os.PathLike] = (), runs: Iterable[str] = (),
+                      space: str = SPACE) -> None:
+        """Write one participant-session's module output; the sidecar goes last (the 'done' marker).
+
+        ``runs`` (the input runs used, ``Run.name``) and the SHA-256 of every file of ``inputs``
+        are recorded in the sidecar.
+        """
+        pid, module, ses = result.participant_id, result.module, result.session
         files = []
-        row = pd.DataFrame([{"participant_id": pid, **{k: float(v) for k, v in result.features.items()}}])
-        write_tsv(self.features_path(pid, module), row)
-        files.append(self.features_path(pid, module).name)
+        keys = {"participant_id": pid, **({"session_id": f"ses-{ses}"} if ses else {})}
+        row = pd.DataFrame([{**keys, **{k: float(v) for k, v in result.features.items()}}])
+        write_tsv(self.features_path(pid, module, ses), row)
+        files.append(self.features_path(pid, module, ses).name)
+        maps = {}
         for name, img in result.maps.items():
-            path = self.map_path(pid, module, name)
+            path = self.map_path(pid, module, name, ses, space)
             write_nifti(path, img)
             files.append(path.name)
+            maps[name] = path.name
+        arrays = {}
         for name, arr in result.arrays.items():
-            path = self.array_path(pid, module, name)
+            path = self.array_path(pid, module, name, ses)
             write_npy(path, arr)
             files.append(path.name)
+            arrays[name] = path.name
         checksums = {}
         for p in inputs:
             p = Path(p)
             if p.exists() and p.is_file():
                 checksums[str(p)] = file_checksum(p)
-        write_json(self.sidecar_path(pid, module), {
+        write_json(self.sidecar_path(pid, module, ses), {
             "painplast_version": __version__, "module": module, "participant_id": pid,
+            **({"session": ses} if ses else {}), "runs": list(runs),
             "parameters": parameters, "parameter_hash": parameter_hash,
-            "input_checksums": checksums, "files": files,
-            "maps": {name: self.map_path(pid, module, name).name for name in result.maps},
-            "arrays": {name: self.array_path(pid, module, name).name for name in result.arrays},
+            "input_checksums": checksums, "files": files, "maps": maps, "arrays": arrays,
             "info": dict(result.info),
         })
 
-    def read_subject(self, participant_id: str, module: str) -> SubjectResult | None:
-        """Read back a participant's module output (maps are loaded lazily), or None."""
-        side = self.sidecar_path(participant_id, module)
+    def read_subject(self, participant_id: str, module: str, session: str | None = None) -> SubjectResult | None:
+        """Read back a participant-session's module output (maps are loaded lazily), or None."""
+        side = self.sidecar_path(participant_id, module, session)
         if not side.exists():
             return None
         meta = json.loads(side.read_text())
-        table = pd.read_csv(self.features_path(participant_id, module), sep="\t", na_values="n/a",
+        table = pd.read_csv(self.features_path(participant_id, module, session), sep="\t", na_values="n/a",
                             keep_default_na=False)
-        feats = {c: float(table[c].iloc[0]) for c in table.columns if c != "participant_id"}
-        sub = self.subject_dir(participant_id)
+        feats = {c: float(table[c].iloc[0]) for c in table.columns if c not in ("participant_id", "session_id")}
+        sub = self.subject_dir(participant_id, session)
         maps = {n: nib.load(sub / f) for n, f in meta.get("maps", {}).items()}
         arrays = {n: np.load(sub / f, allow_pickle=False) for n, f in meta.get("arrays", {}).items()}
-        return SubjectResult(module, participant_id, feats, maps, arrays, meta.get("info", {}))
+        return SubjectResult(module, participant_id, feats, maps, arrays, meta.get("info", {}), session)
 
-    def write_failure(self, participant_id: str, module: str, reason: str) -> None:
-        write_json(self.logs_dir / "skipped" / f"{participant_id}_{module}.json",
-                   {"participant_id": participant_id, "module": module, "reason": reason})
+    def _failure_path(self, participant_id: str, module: str, session: str | None) -> Path:
+        return self.logs_dir / "skipped" / f"{self._prefix(participant_id, session)}_{module}.json"
+
+    def write_failure(self, participant_id: str, module: str, reason: str, session: str | None = None) -> None:
+        write_json(self._failure_path(participant_id, module, session),
+                   {"participant_id": participant_id, "session": session, "module": module, "reason": reason})
+
+    def clear_failure(self, participant_id: str, module: str, session: str | None = None) -> None:
+        """Forget an earlier failure of this stage (it works now)."""
+        self._failure_path(participant_id, module, session).unlink(missing_ok=True)
 
     def failures(self) -> pd.DataFrame:
         rows = []
@@ -230,10 +265,10 @@ class Derivatives:
                 rows.append(json.loads(p.read_text()))
             except ValueError:
                 continue
-        return pd.DataFrame(rows, columns=["participant_id", "module", "reason"])
+        return pd.DataFrame(rows, columns=["participant_id", "session", "module", "reason"])
 
     # ---------------------------------------------------------------- group results
-    def write_group(self, result: GroupResult, parameters: dict) -> list[Path]:
+    def write_group(self, result: GroupResult, parameters: dict, extra: dict | None = None) -> list[Path]:
         g, m = self.group_dir, result.module
         written = [g / f"{m}_findings.tsv"]
         write_tsv(written[-1], result.findings)
@@ -252,5 +287,5 @@ class Derivatives:
         written.append(g / f"{m}_notes.json")
         write_json(written[-1], {"painplast_version": __version__, "module": m,
                                  "parameters": parameters, "notes": list(result.notes),
-                                 "files": [p.name for p in written[:-1]]})
+                                 "files": [p.name for p in written[:-1]], **(extra or {})})
         return written

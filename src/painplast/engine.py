@@ -39,16 +39,16 @@ import logging
 import os
 import time
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
+from typing import Callable, Iterable, Iterator, Mapping, Sequence
 
 import nibabel as nib
 import pandas as pd
 
 from . import __version__, plasticity
 from .cohort import Cohort, Subject
-from .config import Config
+from .config import GROUP_FIELDS, Config
 from .derivatives import Derivatives, write_json
 from .errors import InputError
 from .results import GroupResult, SubjectResult
@@ -197,21 +197,10 @@ def clean_temporaries(out_dir: str | os.PathLike) -> list[Path]:
 # participant level
 # --------------------------------------------------------------------------------------------
 
-def _subject_inputs(subject: Subject) -> list[str]:
-    files = []
-    for run in subject.runs:
-        for p in (run.bold, run.mask, run.confounds, run.events, run.timeseries):
-            if p is not None:
-                files.append(str(p))
-    for p in (subject.gm, subject.anat_mask):
-        if p is not None:
-            files.append(str(p))
-    return sorted(dict.fromkeys(files))
-
-
 def process_one(stage: Callable[[Subject, Config], SubjectResult], subject: Subject, module: str,
-                config: Config, out_dir: str, checksums: bool = True) -> tuple[str, str, str | None, float]:
-    """Run one module's subject stage for one participant and write its outputs.
+                config: Config, out_dir: str, checksums: bool = True,
+                task: str | None = None) -> tuple[str, str, str | None, float]:
+    """Run one module's subject stage for one participant-session and write its outputs.
 
     Runs in a worker process: the participant's images are read here and only the outcome
     travels back.
@@ -221,66 +210,74 @@ def process_one(stage: Callable[[Subject, Config], SubjectResult], subject: Subj
     stage : callable
         The module's ``subject`` function (pickled by reference).
     subject : Subject
+        One participant and session (:meth:`painplast.cohort.Cohort.units`).
     module : str
     config : Config
     out_dir : str
     checksums : bool
         Record the SHA-256 of every input file in the sidecar.
+    task : str, optional
+        The task the module reads: its runs are recorded as the runs used when the module's
+        result does not list them (``info["runs"]``).
 
     Returns
     -------
     tuple
-        ``(participant_id, module, error, seconds)``; ``error`` is None on success, else the
-        reason (also written to ``logs/skipped/``).
+        ``(unit, module, error, seconds)``: ``unit`` is ``sub-01`` or ``sub-01 ses-pre``;
+        ``error`` is None on success, else the reason (also written to ``logs/skipped/``).
     """
     _pin_threads()
     t0 = time.perf_counter()
     deriv = Derivatives(out_dir)
-    pid = subject.participant_id
+    pid, ses, unit = subject.participant_id, subject.session, subject.unit
     try:
         result: SubjectResult = stage(subject, config)
         if result.participant_id != pid or result.module != module:
             raise ValueError(f"{module}.subject returned a result for "
                              f"{result.module}/{result.participant_id}")
+        if result.session is None and ses is not None:
+            result = replace(result, session=ses)
     except InputError as error:
         reason = " ".join(str(error).split())
-        deriv.write_failure(pid, module, reason)
-        return pid, module, reason, time.perf_counter() - t0
+        deriv.write_failure(pid, module, reason, ses)
+        return unit, module, reason, time.perf_counter() - t0
     except Exception as error:  # a bug in a module: record it, keep the other participants going
         reason = f"internal error {type(error).__name__}: {' '.join(str(error).split())}"
-        deriv.write_failure(pid, module, reason)
-        return pid, module, reason + "\n" + traceback.format_exc(), time.perf_counter() - t0
+        deriv.write_failure(pid, module, reason, ses)
+        return unit, module, reason + "\n" + traceback.format_exc(), time.perf_counter() - t0
+    runs = result.info.get("runs")
+    if runs is None:
+        runs = [r.name for r in (subject.runs_for(task) if task else ())]
     # the sidecar is the 'done' marker: remove an old one before any file is replaced, so that a
     # kill during the writes can never leave an old sidecar beside new (or mixed) files
-    deriv.sidecar_path(pid, module).unlink(missing_ok=True)
+    deriv.sidecar_path(pid, module, ses).unlink(missing_ok=True)
     deriv.write_subject(result, {"config": config.to_dict()}, config.parameter_hash(module),
-                        _subject_inputs(subject) if checksums else ())
-    stale = deriv.logs_dir / "skipped" / f"{pid}_{module}.json"
-    if stale.exists():  # it failed in an earlier run and works now
-        stale.unlink()
-    return pid, module, None, time.perf_counter() - t0
+                        [str(p) for p in subject.files] if checksums else (), runs=runs, space=config.space)
+    deriv.clear_failure(pid, module, ses)  # it may have failed in an earlier run and works now
+    return unit, module, None, time.perf_counter() - t0
 
 
-def _stages(modules: Iterable[str]) -> dict[str, Callable]:
-    """The ``subject`` stage of each installed module among ``modules`` (imported only here)."""
+def _stages(modules: Iterable[str]) -> dict[str, tuple[Callable, str | None]]:
+    """The ``subject`` stage and task of each installed module among ``modules`` (imported only here)."""
     out = {}
     for name in modules:
         mod = plasticity.load(name)
         if mod is None:
             log.warning("module %s is not available in this version; not run", name)
         else:
-            out[name] = mod.subject
+            out[name] = (mod.subject, getattr(mod, "TASK", None))
     return out
 
 
 def run_participant_level(cohort: Cohort, config: Config, out_dir: str | os.PathLike, *,
                           n_jobs: int = 1, progress: bool = True, scheduler: str | None = None,
                           dask_workers: int | None = None) -> Summary:
-    """Run every configured module's subject stage for every participant of ``cohort``.
+    """Run every configured module's subject stage for every participant and session of ``cohort``.
 
     Parameters
     ----------
     cohort : Cohort
+        Its :meth:`~painplast.cohort.Cohort.units` (participants x sessions) are processed.
     config : Config
         ``config.modules`` selects the modules; modules not installed are logged and left out.
     out_dir : path
@@ -312,6 +309,7 @@ def run_participant_level(cohort: Cohort, config: Config, out_dir: str | os.Path
     deriv = Derivatives(out_dir)
     deriv.initialise(cohort.root, config.to_dict())
     summary = Summary()
+    units = cohort.units()
     with _exclusive(out_dir), _run_log(out_dir) as log_path:
         removed = clean_temporaries(out_dir)
         summary.removed_temporaries = len(removed)
@@ -320,45 +318,46 @@ def run_participant_level(cohort: Cohort, config: Config, out_dir: str | os.Path
         # what is done is decided from the sidecars alone; a module is imported (which can take
         # seconds) only when it has work left, so the rerun of a finished job stays quick
         pending: list[tuple[Subject, str]] = []
-        for subject in cohort.subjects:
+        for unit in units:
             for module in config.modules:
-                if deriv.is_done(subject.participant_id, module, config.parameter_hash(module)):
-                    summary.skipped_existing.append((subject.participant_id, module))
+                if deriv.is_done(unit.participant_id, module, config.parameter_hash(module), unit.session):
+                    summary.skipped_existing.append((unit.unit, module))
                 else:
-                    pending.append((subject, module))
+                    pending.append((unit, module))
         stages = _stages(dict.fromkeys(m for _, m in pending))
         todo: list[tuple[Subject, str]] = [(s, m) for s, m in pending if m in stages]
         remaining: dict[str, int] = {}
-        for subject, _ in todo:
-            remaining[subject.participant_id] = remaining.get(subject.participant_id, 0) + 1
+        for unit, _ in todo:
+            remaining[unit.unit] = remaining.get(unit.unit, 0) + 1
         n_modules = len({m for _, m in summary.skipped_existing} | set(stages))
-        log.info("participant level: %d participants x %d modules; %d stages to run (%s), %d already "
-                 "done; log %s", len(cohort), n_modules, len(todo), ", ".join(stages) or "none",
-                 len(summary.skipped_existing), log_path)
+        log.info("participant level: %d participants, %d participant-sessions x %d modules; %d stages to "
+                 "run (%s), %d already done; log %s", len(cohort), len(units), n_modules, len(todo),
+                 ", ".join(stages) or "none", len(summary.skipped_existing), log_path)
         from tqdm.auto import tqdm
-        n_sub = len(cohort.subjects)
-        bar_p = tqdm(total=n_sub, initial=n_sub - len(remaining), desc="participants",
-                     unit="participant", disable=not progress, position=0)
+        bar_p = tqdm(total=len(units), initial=len(units) - len(remaining), desc="participants",
+                     unit="session" if cohort.has_sessions else "participant", disable=not progress,
+                     position=0)
         bar_s = tqdm(total=len(todo) + len(summary.skipped_existing), initial=len(summary.skipped_existing),
                      desc="stages", unit="stage", disable=not progress, position=1, leave=False)
 
         def record(outcome) -> None:
-            pid, module, error, seconds = outcome
+            unit, module, error, seconds = outcome
             if error is None:
-                summary.done.append((pid, module))
-                log.info("%s %s done (%.1f s)", pid, module, seconds)
+                summary.done.append((unit, module))
+                log.info("%s %s done (%.1f s)", unit, module, seconds)
             else:
                 reason = error.split("\n", 1)[0]
-                summary.failed.append((pid, module, reason))
+                summary.failed.append((unit, module, reason))
                 level = logging.ERROR if reason.startswith("internal error") else logging.WARNING
-                log.log(level, "%s %s skipped: %s", pid, module, error)
+                log.log(level, "%s %s skipped: %s", unit, module, error)
             bar_s.update()
-            bar_s.set_postfix_str(f"{pid} {module}", refresh=False)
-            remaining[pid] -= 1
-            if remaining[pid] == 0:
+            bar_s.set_postfix_str(f"{unit} {module}", refresh=False)
+            remaining[unit] -= 1
+            if remaining[unit] == 0:
                 bar_p.update()
 
-        tasks = [(stages[module], subject, module, config, str(out_dir)) for subject, module in todo]
+        tasks = [(stages[module][0], unit, module, config, str(out_dir), True, stages[module][1])
+                 for unit, module in todo]
         try:
             if scheduler or dask_workers:
                 _run_dask(tasks, scheduler, dask_workers, record)
@@ -413,7 +412,8 @@ def _run_dask(tasks, scheduler, dask_workers, record) -> None:
 
 
 def load_subject_results(cohort: Cohort, module: str, out_dir: str | os.PathLike,
-                         parameter_hash: str | None = None) -> list[SubjectResult]:
+                         parameter_hash: str | None = None,
+                         sessions: Mapping[str, str | None] | None = None) -> list[SubjectResult]:
     """Every participant's written result of ``module`` (maps loaded lazily), in cohort order.
 
     Parameters
@@ -424,21 +424,63 @@ def load_subject_results(cohort: Cohort, module: str, out_dir: str | os.PathLike
     parameter_hash : str, optional
         Only results written with these parameters (``Config.parameter_hash(module)``); results
         left from a run with other parameters (whose rerun failed) are ignored.
+    sessions : mapping, optional
+        ``{participant_id: session}``: the one session per participant to read (default
+        :meth:`Cohort.cross_sectional_sessions`); participants not in it are left out.
 
     Returns
     -------
     list of SubjectResult
-        Participants without a (finished) result are left out.
+        One per participant; participants without a (finished) result are left out.
     """
     deriv = Derivatives(out_dir)
+    sessions = cohort.cross_sectional_sessions() if sessions is None else sessions
     results = []
     for subject in cohort.subjects:
-        if parameter_hash is not None and not deriv.is_done(subject.participant_id, module, parameter_hash):
+        pid = subject.participant_id
+        if pid not in sessions:
             continue
-        res = deriv.read_subject(subject.participant_id, module)
+        ses = sessions[pid]
+        if parameter_hash is not None and not deriv.is_done(pid, module, parameter_hash, ses):
+            continue
+        res = deriv.read_subject(pid, module, ses)
         if res is not None:
             results.append(res)
     return results
+
+
+def left_out(cohort: Cohort, module: str, out_dir: str | os.PathLike, results: Sequence[SubjectResult],
+             sessions: Mapping[str, str | None]) -> list[dict]:
+    """Who is not in a module's group statistics, and why (for the notes and the report).
+
+    Returns
+    -------
+    list of dict
+        ``{"participant_id", "session", "reason"}``: listed participants without any file, those
+        without data in the session analysed, stages that failed (their recorded reason) or that
+        never ran, and participants the module excluded (``info["excluded"]``).
+    """
+    deriv = Derivatives(out_dir)
+    have = {r.participant_id: r for r in results}
+    rows = [{"participant_id": pid, "session": None, "reason": reason} for pid, reason in cohort.left_out]
+    for subject in cohort.subjects:
+        pid = subject.participant_id
+        if pid not in sessions:
+            rows.append({"participant_id": pid, "session": None,
+                         "reason": "no data in the session analysed"})
+            continue
+        ses = sessions[pid]
+        if pid in have:
+            if have[pid].excluded:
+                rows.append({"participant_id": pid, "session": ses, "reason": f"excluded: {have[pid].excluded}"})
+            continue
+        failure = deriv._failure_path(pid, module, ses)
+        try:
+            reason = json.loads(failure.read_text()).get("reason") or "the participant stage failed"
+        except (OSError, ValueError):
+            reason = "no participant result (participant stage not run)"
+        rows.append({"participant_id": pid, "session": ses, "reason": reason})
+    return rows
 
 
 # --------------------------------------------------------------------------------------------
@@ -457,22 +499,28 @@ def _participants_bytes(cohort: Cohort) -> bytes:
     return cohort.participants.to_csv(sep="\t", lineterminator="\n").encode()
 
 
-def _module_inputs(deriv: Derivatives, cohort: Cohort, module: str) -> list[bytes]:
+def _module_inputs(deriv: Derivatives, cohort: Cohort, module: str,
+                   sessions: Mapping[str, str | None]) -> list[bytes]:
     parts = []
     for subject in cohort.subjects:
         pid = subject.participant_id
-        for path in (deriv.sidecar_path(pid, module), deriv.features_path(pid, module)):
+        ses = sessions.get(pid, "none")
+        parts.append(f"{pid} {ses}")
+        for path in (deriv.sidecar_path(pid, module, ses), deriv.features_path(pid, module, ses)):
             parts.append(path.read_bytes() if path.exists() else b"missing")
     return parts
 
 
-def group_input_hash(cohort: Cohort, config: Config, module: str, out_dir: str | os.PathLike) -> str:
+def group_input_hash(cohort: Cohort, config: Config, module: str, out_dir: str | os.PathLike,
+                     sessions: Mapping[str, str | None] | None = None) -> str:
     """Hash of everything a module's group stage reads (for skipping an unchanged rerun).
 
     Parameters
     ----------
     cohort, config, module, out_dir
         As for :func:`run_group_level`.
+    sessions : mapping, optional
+        The session read per participant (default :meth:`Cohort.cross_sectional_sessions`).
 
     Returns
     -------
@@ -481,8 +529,10 @@ def group_input_hash(cohort: Cohort, config: Config, module: str, out_dir: str |
         and every participant's features file and sidecar.
     """
     deriv = Derivatives(out_dir)
-    return _digest(__version__, module, config.parameter_hash(module), _participants_bytes(cohort),
-                   *_module_inputs(deriv, cohort, module))
+    sessions = cohort.cross_sectional_sessions() if sessions is None else sessions
+    group_fields = json.dumps({name: getattr(config, name) for name in GROUP_FIELDS}, sort_keys=True)
+    return _digest(__version__, module, config.parameter_hash(module), group_fields,
+                   _participants_bytes(cohort), *_module_inputs(deriv, cohort, module, sessions))
 
 
 def _read_group(deriv: Derivatives, module: str, notes: dict) -> GroupResult:
@@ -518,12 +568,26 @@ def _group_up_to_date(deriv: Derivatives, module: str, input_hash: str) -> dict 
     return notes
 
 
+def _stale_results(deriv: Derivatives, cohort: Cohort, module: str, sessions, parameter_hash: str) -> int:
+    """How many participants have a result of ``module`` written with other parameters."""
+    count = 0
+    for pid, ses in sessions.items():
+        side = deriv.sidecar_path(pid, module, ses)
+        if side.exists() and not deriv.is_done(pid, module, parameter_hash, ses):
+            count += 1
+    return count
+
+
 def run_group_level(cohort: Cohort, config: Config, out_dir: str | os.PathLike, *,
-                    progress: bool = True, force: bool = False) -> dict[str, GroupResult]:
+                    progress: bool = True, force: bool = False,
+                    session_label: Sequence[str] | str | None = None) -> dict[str, GroupResult]:
     """Run each configured module's group stage on the subject results found in ``out_dir``.
 
-    A module whose group outputs were written from the same inputs and parameters (same
-    :func:`group_input_hash`) is read back instead of recomputed, unless ``force``.
+    Cross-sectional statistics take one session per participant
+    (:meth:`Cohort.cross_sectional_sessions`: the one named, the only one, or the earliest by
+    ``acq_time``). A module whose group outputs were written from the same inputs and parameters
+    (same :func:`group_input_hash`) is read back instead of recomputed, unless ``force``. Who was
+    left out, and why, is written to ``group/<module>_notes.json`` (``left_out``).
 
     Parameters
     ----------
@@ -533,20 +597,30 @@ def run_group_level(cohort: Cohort, config: Config, out_dir: str | os.PathLike, 
     progress : bool
     force : bool
         Recompute even when the outputs are up to date.
+    session_label : str or list of str, optional
+        The session of the cross-sectional statistics (``--session-label``).
 
     Returns
     -------
     dict of str to GroupResult
         One entry per module that has participant results.
+
+    Raises
+    ------
+    InputError
+        No module has participant results (the message says which step or options to use), or
+        the session to analyse is not determined (it names ``--session-label``).
     """
     out_dir = Path(out_dir)
     deriv = Derivatives(out_dir)
+    sessions = cohort.cross_sectional_sessions(session_label)
     out = {}
+    stale = {}
     from tqdm.auto import tqdm
     with _exclusive(out_dir), _run_log(out_dir):
         clean_temporaries(out_dir)
         for module in tqdm(config.modules, desc="group stages", unit="module", disable=not progress):
-            input_hash = group_input_hash(cohort, config, module, out_dir)
+            input_hash = group_input_hash(cohort, config, module, out_dir, sessions)
             notes = None if force else _group_up_to_date(deriv, module, input_hash)
             if notes is not None:
                 log.info("%s group stage up to date (inputs %s); not recomputed", module, input_hash)
@@ -556,8 +630,9 @@ def run_group_level(cohort: Cohort, config: Config, out_dir: str | os.PathLike, 
             if mod is None:
                 log.warning("module %s is not available in this version; group stage not run", module)
                 continue
-            results = load_subject_results(cohort, module, out_dir, config.parameter_hash(module))
+            results = load_subject_results(cohort, module, out_dir, config.parameter_hash(module), sessions)
             if not results:
+                stale[module] = _stale_results(deriv, cohort, module, sessions, config.parameter_hash(module))
                 log.warning("%s: no participant results; group stage skipped", module)
                 continue
             t0 = time.perf_counter()
@@ -568,12 +643,36 @@ def run_group_level(cohort: Cohort, config: Config, out_dir: str | os.PathLike, 
             except Exception:  # logged with its traceback, then raised: a bug must be seen
                 log.error("%s group stage failed:\n%s", module, traceback.format_exc())
                 raise
+            missing = left_out(cohort, module, out_dir, results, sessions)
+            used = sorted({r.session for r in results if r.session})
+            extra_notes = []
+            if used:
+                extra_notes.append(f"cross-sectional statistics on session(s) {', '.join(used)} "
+                                   f"(one per participant)")
+            if missing:
+                extra_notes.append(f"{len(missing)} participant(s) left out (see left_out in "
+                                   f"{module}_notes.json): " + "; ".join(
+                                       f"{m['participant_id']}: {m['reason']}" for m in missing[:3])
+                                   + (" ..." if len(missing) > 3 else ""))
+            group = replace(group, notes=tuple(group.notes) + tuple(extra_notes))
             (deriv.group_dir / f"{module}_notes.json").unlink(missing_ok=True)  # 'done' marker first
             deriv.write_group(group, {"config": config.to_dict(), "input_hash": input_hash,
-                                      "n_participants": len(results)})
+                                      "n_participants": len(results)},
+                              extra={"left_out": missing,
+                                     "sessions": {r.participant_id: r.session for r in results}})
             log.info("%s group stage done: %d participants, %d findings (%.1f s)", module,
                      len(results), len(group.findings), time.perf_counter() - t0)
             out[module] = group
+    if not out and config.modules:
+        if any(stale.values()):
+            raise InputError(f"the participant results in this folder were made with other options than "
+                             f"this group step's ({', '.join(m for m, n in stale.items() if n)})", path=out_dir,
+                             fix="give the group step the participant step's options (--space, --task-map, "
+                                 "--repetition-time, --confounds-strategy, --atlas, --config), or rerun the "
+                                 "participant step with these")
+        raise InputError(f"no participant results of {', '.join(config.modules)} in this folder", path=out_dir,
+                         fix="run 'painplast run BIDS_DIR OUTPUT_DIR participant' first, with the same "
+                             "--modules and --session-label")
     return out
 
 
@@ -588,7 +687,9 @@ def run_biomarker(cohort: Cohort, config: Config, out_dir: str | os.PathLike, ta
     target : str
         ``diagnosis``, ``treatment`` or a participants column.
     runner : callable
-        ``runner(cohort, config, out_dir, target)`` writes ``group/biomarker_<target>.json``.
+        ``runner(cohort, config, out_dir, target)`` writes ``group/biomarker_<target>.json``
+        from the features of one session per participant
+        (:meth:`~painplast.cohort.Cohort.cross_sectional_sessions`).
     force : bool
         Run even when up to date.
 
@@ -599,9 +700,10 @@ def run_biomarker(cohort: Cohort, config: Config, out_dir: str | os.PathLike, ta
     """
     out_dir = Path(out_dir)
     deriv = Derivatives(out_dir)
+    sessions = cohort.cross_sectional_sessions()
     parts = [__version__, target, config.parameter_hash(), _participants_bytes(cohort)]
     for module in config.modules:
-        parts += _module_inputs(deriv, cohort, module)
+        parts += _module_inputs(deriv, cohort, module, sessions)
     input_hash = _digest(*parts)
     stamp = deriv.logs_dir / "stamps" / f"biomarker_{target}.json"
     result_path = deriv.group_dir / f"biomarker_{target}.json"

@@ -35,7 +35,10 @@ class SubjectResult:
         Named arrays that the group stage needs (e.g. a connectome), written as ``.npy``.
     info : mapping
         Quality and provenance notes (JSON-serialisable), e.g. ``{"mean_fd": 0.12}``.
-        ``info["excluded"]`` (a reason string) marks a participant the group stage leaves out.
+        ``info["excluded"]`` (a reason string) marks a participant the group stage leaves out;
+        ``info["runs"]`` lists the runs used (``Run.name``).
+    session : str or None
+        The BIDS session measured (label without ``ses-``), None for a dataset without sessions.
     """
 
     module: str
@@ -44,6 +47,7 @@ class SubjectResult:
     maps: Mapping[str, Any] = field(default_factory=dict)
     arrays: Mapping[str, np.ndarray] = field(default_factory=dict)
     info: Mapping[str, Any] = field(default_factory=dict)
+    session: str | None = None
 
     def __post_init__(self):
         bad = [k for k in self.features if not k.startswith(self.module + ".")]

@@ -44,8 +44,8 @@ from painplast.errors import InputError
 __all__ = ["FeatureTable", "from_results", "from_derivatives", "from_frame", "from_maps",
            "combine"]
 
-_FEATURES_FILE = re.compile(r"^(sub-[A-Za-z0-9]+)(?:_[a-z]+-[A-Za-z0-9]+)*?_desc-([A-Za-z0-9]+)"
-                            r"_features\.tsv$")
+_FEATURES_FILE = re.compile(r"^(sub-[A-Za-z0-9]+)(?:_ses-([A-Za-z0-9]+))?(?:_[a-z]+-[A-Za-z0-9]+)*?"
+                            r"_desc-([A-Za-z0-9]+)_features\.tsv$")
 
 
 @dataclass(frozen=True)
@@ -358,8 +358,9 @@ def from_results(results: Iterable, modules: Sequence[str] | None = None) -> Fea
 
 
 def from_derivatives(derivatives_dir: str | os.PathLike,
-                     modules: Sequence[str] | None = None) -> FeatureTable:
-    """A feature table from the engine's ``sub-*/sub-*_desc-<module>_features.tsv`` files.
+                     modules: Sequence[str] | None = None,
+                     sessions: Mapping[str, str | None] | None = None) -> FeatureTable:
+    """A feature table from the engine's ``sub-*/[ses-*/]sub-*_desc-<module>_features.tsv`` files.
 
     Parameters
     ----------
@@ -367,6 +368,10 @@ def from_derivatives(derivatives_dir: str | os.PathLike,
         The painplast derivatives folder (``OUTPUT_DIR``).
     modules : sequence of str, optional
         Keep only these modules (the ``desc-`` entity of the file name).
+    sessions : mapping, optional
+        ``{participant_id: session or None}``: the one session per participant to read
+        (``Cohort.cross_sectional_sessions``); participants not in it are left out. Without it,
+        a participant with features of several sessions is an error.
 
     Returns
     -------
@@ -385,13 +390,22 @@ def from_derivatives(derivatives_dir: str | os.PathLike,
     results = []
     from painplast.results import SubjectResult
 
-    for path in sorted(root.glob("sub-*/sub-*_features.tsv")):
+    seen: dict[tuple[str, str], str | None] = {}
+    paths = sorted(root.glob("sub-*/sub-*_features.tsv")) + sorted(root.glob("sub-*/ses-*/sub-*_features.tsv"))
+    for path in paths:
         match = _FEATURES_FILE.match(path.name)
         if match is None:
             continue
-        pid, module = match.group(1), match.group(2)
+        pid, session, module = match.group(1), match.group(2), match.group(3)
         if modules is not None and module not in modules:
             continue
+        if sessions is not None:
+            if pid not in sessions or sessions[pid] != session:
+                continue
+        elif (pid, module) in seen:
+            raise InputError(f"{pid} has {module} features of several sessions", path=path,
+                             fix="choose the session with --session-label")
+        seen[pid, module] = session
         try:
             table = pd.read_csv(path, sep="\t", na_values="n/a", keep_default_na=False)
         except (OSError, ValueError, pd.errors.ParserError) as error:
@@ -409,7 +423,7 @@ def from_derivatives(derivatives_dir: str | os.PathLike,
                 info = {}
         features = {}
         for column in table.columns:
-            if column == "participant_id":
+            if column in ("participant_id", "session_id"):
                 continue
             name = column if column.startswith(module + ".") else f"{module}.{column}"
             features[name] = pd.to_numeric(table[column], errors="coerce").iloc[0]

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import warnings
 from dataclasses import dataclass
 from typing import Mapping, Sequence
 
@@ -37,7 +38,8 @@ from .. import atlas
 from ..errors import InputError
 
 __all__ = ["BoldData", "load_bold", "confounds", "design_matrix", "roi_timeseries", "fit_timeseries",
-           "fit_roi", "fit_voxelwise", "region_masks", "percent_signal", "DEFAULT_CONFOUNDS"]
+           "fit_roi", "fit_voxelwise", "region_masks", "percent_signal", "DEFAULT_CONFOUNDS",
+           "ContrastMaps", "contrast_maps", "fixed_effects", "fixed_effects_table", "task_runs"]
 
 #: Default confound strategy: Friston-24 motion, mean white-matter and CSF signals, and one spike
 #: regressor per volume with framewise displacement above 0.5 mm (scrubbing).
@@ -149,6 +151,32 @@ def load_bold(run, mask_img=None) -> BoldData:
                          fix="add RepetitionTime to the BOLD JSON sidecar")
     data = np.ascontiguousarray(arr[mask].T)
     return BoldData(data, mask, np.asarray(img.affine, float), float(tr), str(run.bold))
+
+
+def task_runs(subject, task: str, module: str) -> tuple:
+    """Every run of ``task`` with a preprocessed BOLD image, in session and run order.
+
+    A module's subject stage fits each run and combines them (:func:`fixed_effects`), so no run
+    is dropped; the engine gives it one participant and session at a time.
+
+    Raises
+    ------
+    InputError
+        The participant-session has no such run (the engine records the reason).
+
+    Examples
+    --------
+    >>> from painplast.cohort import Cohort
+    >>> [run.name for run in task_runs(Cohort.from_bids(bids_dir).subject("sub-001"), "pain", "sensitization")]
+    ['task-pain']
+    """
+    runs = tuple(r for r in subject.runs_for(task) if r.bold is not None)
+    if not runs:
+        raise InputError(f"{subject.participant_id} has no preprocessed '{task}' run"
+                         + (f" in session {subject.session}" if getattr(subject, "session", None) else ""),
+                         fix=f"add the {task} task (BOLD, events, fMRIPrep outputs), map it with "
+                             f"--task-map {task}=<label>, or leave out {module} with --modules")
+    return runs
 
 
 def percent_signal(y: np.ndarray) -> np.ndarray:
@@ -550,6 +578,170 @@ def _contrast_vector(contrast, columns: Sequence[str]) -> np.ndarray:
     return np.r_[vec, np.zeros(len(columns) - len(vec))]
 
 
+@dataclass(frozen=True)
+class ContrastMaps:
+    """Effect, variance and degrees of freedom of named t contrasts on one grid (one run, or several
+    runs combined with :func:`fixed_effects`).
+
+    Attributes
+    ----------
+    effect, variance : mapping of str to ndarray, shape (X, Y, Z)
+        Per contrast; 0 outside ``mask``.
+    dof : float
+        Residual degrees of freedom (summed over runs).
+    mask : ndarray of bool, shape (X, Y, Z)
+        Voxels where every run has data.
+    affine : ndarray, shape (4, 4)
+
+    Examples
+    --------
+    >>> m = np.ones((1, 1, 1), bool)
+    >>> maps = ContrastMaps({"c": np.full((1, 1, 1), 2.0)}, {"c": np.full((1, 1, 1), 4.0)}, 30, m, np.eye(4))
+    >>> float(maps.images(("t",))["c_t"].get_fdata()[0, 0, 0])
+    1.0
+    """
+
+    effect: Mapping[str, np.ndarray]
+    variance: Mapping[str, np.ndarray]
+    dof: float
+    mask: np.ndarray
+    affine: np.ndarray
+
+    def images(self, stats: Sequence[str] = ("beta", "t")) -> dict[str, nib.Nifti1Image]:
+        """``"<contrast>_<stat>"`` -> float32 image (``beta``, ``t``, ``z``, ``variance``)."""
+        from scipy import stats as sps
+
+        unknown = [s for s in stats if s not in ("beta", "t", "z", "variance")]
+        if unknown:
+            raise InputError(f"unknown statistic(s) {unknown}", fix="use beta, t, z or variance")
+        out = {}
+        for name, effect in self.effect.items():
+            var = self.variance[name]
+            with np.errstate(divide="ignore", invalid="ignore"):
+                t = np.where(self.mask & (var > 0), effect / np.sqrt(var), 0.0)
+            values = {"beta": effect, "variance": var, "t": t}
+            for stat in stats:
+                if stat == "z":
+                    z = sps.norm.isf(np.clip(sps.t.sf(t, self.dof), 1e-300, 1.0))
+                    values["z"] = np.where(self.mask, z, 0.0)
+                data = np.where(self.mask, np.nan_to_num(values[stat]), 0.0).astype(np.float32)
+                out[f"{name}_{stat}"] = nib.Nifti1Image(data, self.affine)
+        return out
+
+
+def contrast_maps(run, design: pd.DataFrame, contrasts: Mapping[str, object], smoothing_fwhm: float | None,
+                  noise_model: str = "ar1") -> ContrastMaps:
+    """Effect and variance maps of named t contrasts for one run (nilearn's GLM and contrasts).
+
+    Parameters
+    ----------
+    run : painplast.cohort.Run or BoldData
+    design : DataFrame, shape (T, p)
+        From :func:`design_matrix`.
+    contrasts : mapping of str to str or array
+        ``{name: expression}`` in nilearn's syntax over the design columns, or a weight vector.
+    smoothing_fwhm : float or None
+        Gaussian smoothing (mm) of each volume before the fit.
+    noise_model : str
+        ``"ar1"`` or ``"ols"``.
+
+    Returns
+    -------
+    ContrastMaps
+
+    Examples
+    --------
+    >>> from painplast.cohort import Cohort
+    >>> from painplast.config import Config
+    >>> run = Cohort.from_bids(bids_dir).subject("sub-001").run("pain")
+    >>> bold = load_bold(run)
+    >>> X = design_matrix(run, run.load_events(), Config(), n_volumes=bold.n_volumes)
+    >>> maps = contrast_maps(bold, X, {"pain": "pain"}, smoothing_fwhm=None)
+    >>> maps.effect["pain"].shape == bold.shape, maps.dof > 0
+    (True, True)
+    """
+    from nilearn.glm.contrasts import compute_contrast
+
+    bold = load_bold(run)
+    if len(design) != bold.n_volumes:
+        raise InputError(f"the design has {len(design)} rows, the BOLD series {bold.n_volumes} volumes",
+                         path=bold.source, fix="build the design with the run's number of volumes")
+    Y = percent_signal(_smooth(bold, smoothing_fwhm))
+    labels, results = _glm(Y, design.to_numpy(float), noise_model)
+    effect, variance = {}, {}
+    dof = float(len(design) - np.linalg.matrix_rank(design.to_numpy(float)))
+    for name, spec in contrasts.items():
+        con = compute_contrast(labels, results, _contrast_vector(spec, design.columns), stat_type="t")
+        for store, values in ((effect, con.effect_size()), (variance, con.effect_variance())):
+            full = np.zeros(bold.shape, np.float64)
+            full[bold.mask] = np.asarray(values, np.float64).ravel()
+            store[name] = full
+    return ContrastMaps(effect, variance, dof, bold.mask.copy(), bold.affine)
+
+
+def fixed_effects(runs: Sequence[ContrastMaps]) -> ContrastMaps:
+    """Combine runs as nilearn's ``FirstLevelModel`` does for a list of runs.
+
+    The effect is the mean of the runs' effects, its variance the sum of their variances over
+    the squared number of runs (``compute_fixed_effect_contrast``); degrees of freedom add up.
+    Voxels are kept where every run has data. One run is returned as it is.
+
+    Parameters
+    ----------
+    runs : sequence of ContrastMaps
+        On the same grid, with the same contrasts.
+
+    Returns
+    -------
+    ContrastMaps
+
+    Examples
+    --------
+    >>> m = np.ones((1, 1, 2), bool)
+    >>> a = ContrastMaps({"c": np.full((1, 1, 2), 1.0)}, {"c": np.full((1, 1, 2), 4.0)}, 10, m, np.eye(4))
+    >>> b = ContrastMaps({"c": np.full((1, 1, 2), 3.0)}, {"c": np.full((1, 1, 2), 4.0)}, 10, m, np.eye(4))
+    >>> both = fixed_effects([a, b])
+    >>> float(both.effect["c"][0, 0, 0]), float(both.variance["c"][0, 0, 0]), both.dof
+    (2.0, 2.0, 20)
+    """
+    runs = list(runs)
+    if not runs:
+        raise ValueError("no run to combine")
+    if len(runs) == 1:
+        return runs[0]
+    shapes = {r.mask.shape for r in runs}
+    if len(shapes) > 1 or any(not np.allclose(r.affine, runs[0].affine, atol=1e-3) for r in runs):
+        raise InputError("the runs of one task lie on different grids",
+                         fix="give every run in the same --space (fMRIPrep resamples them alike)")
+    n = len(runs)
+    mask = np.logical_and.reduce([r.mask for r in runs])
+    effect = {k: sum(r.effect[k] for r in runs) / n for k in runs[0].effect}
+    variance = {k: sum(r.variance[k] for r in runs) / n ** 2 for k in runs[0].variance}
+    return ContrastMaps(effect, variance, sum(r.dof for r in runs), mask, runs[0].affine)
+
+
+def fixed_effects_table(tables: Sequence[pd.DataFrame]) -> pd.DataFrame:
+    """Mean over runs of per-run ROI estimates (regressor x ROI), as :func:`fixed_effects` does for
+    effects; a regressor that only some runs have (an intensity level) is the mean of those runs.
+
+    Examples
+    --------
+    >>> a = pd.DataFrame({"r": [1.0, 2.0]}, index=["pain", "pain_44"])
+    >>> b = pd.DataFrame({"r": [3.0]}, index=["pain"])
+    >>> fixed_effects_table([a, b])["r"].tolist()
+    [2.0, 2.0]
+    """
+    tables = list(tables)
+    if len(tables) == 1:
+        return tables[0]
+    order = list(dict.fromkeys(i for t in tables for i in t.index))
+    columns = list(dict.fromkeys(c for t in tables for c in t.columns))
+    stacked = np.stack([t.reindex(index=order, columns=columns).to_numpy(float) for t in tables])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)   # all-NaN cells stay NaN
+        return pd.DataFrame(np.nanmean(stacked, axis=0), index=order, columns=columns)
+
+
 def fit_voxelwise(run, design: pd.DataFrame, contrasts: Mapping[str, object], smoothing_fwhm: float | None,
                   stats: Sequence[str] = ("beta", "t"), noise_model: str = "ar1") -> dict[str, nib.Nifti1Image]:
     """Voxel-wise first-level maps of named t contrasts.
@@ -585,22 +777,4 @@ def fit_voxelwise(run, design: pd.DataFrame, contrasts: Mapping[str, object], sm
     >>> sorted(maps), maps["pain_t"].shape
     (['pain_beta', 'pain_t'], (50, 59, 48))
     """
-    from nilearn.glm.contrasts import compute_contrast
-
-    bold = load_bold(run)
-    if len(design) != bold.n_volumes:
-        raise InputError(f"the design has {len(design)} rows, the BOLD series {bold.n_volumes} volumes",
-                         path=bold.source, fix="build the design with the run's number of volumes")
-    unknown = [s for s in stats if s not in ("beta", "t", "z", "variance")]
-    if unknown:
-        raise InputError(f"unknown statistic(s) {unknown}", fix="use beta, t, z or variance")
-    Y = percent_signal(_smooth(bold, smoothing_fwhm))
-    labels, results = _glm(Y, design.to_numpy(float), noise_model)
-    out = {}
-    for name, spec in contrasts.items():
-        con = compute_contrast(labels, results, _contrast_vector(spec, design.columns), stat_type="t")
-        values = {"beta": lambda: con.effect_size(), "t": lambda: con.stat(), "z": lambda: con.z_score(),
-                  "variance": lambda: con.effect_variance()}
-        for s in stats:
-            out[f"{name}_{s}"] = bold.to_image(np.nan_to_num(np.asarray(values[s]()).ravel()))
-    return out
+    return contrast_maps(run, design, contrasts, smoothing_fwhm, noise_model).images(stats)

@@ -618,22 +618,29 @@ def _connectome_features(ts: np.ndarray, names, networks, prefix: str, density: 
 # =============================================================================== subject stage
 
 
-def _rest_run(subject: Subject, task: str) -> Run:
-    run = subject.run(task)
-    if run is None:
-        raise InputError(f"{subject.participant_id} has no '{task}' run",
-                         fix=f"add a task-{task} BOLD run or ROI time series, or leave out the connectivity module")
-    if run.bold is None and run.timeseries is None:
-        raise InputError(f"the {task} run of {subject.participant_id} has neither a preprocessed BOLD "
-                         "image nor ROI time series",
-                         fix="give the fMRIPrep derivatives (desc-preproc_bold) or a *_timeseries.tsv")
-    return run
+def _rest_runs(subject: Subject, task: str) -> tuple[Run, ...]:
+    """Every resting run of the participant-session with an image or ROI time series.
+
+    Runs with a preprocessed BOLD image are used when there are any (time series extracted
+    elsewhere for the same runs are then ignored), else the runs with ROI time series.
+    """
+    runs = subject.runs_for(task)
+    if not runs:
+        raise InputError(f"{subject.unit} has no '{task}' run",
+                         fix=f"add a task-{task} BOLD run or ROI time series, map the dataset's resting task "
+                             f"with --task-map {task}=<label>, or leave out connectivity with --modules")
+    images = tuple(r for r in runs if r.bold is not None)
+    if images:
+        return images
+    series = tuple(r for r in runs if r.timeseries is not None)
+    if not series:
+        raise InputError(f"the {task} run(s) of {subject.unit} have neither a preprocessed BOLD image nor "
+                         "ROI time series",
+                         fix="give the fMRIPrep (desc-preproc_bold) or ROI time-series folder with --derivatives")
+    return series
 
 
-def _framewise_displacement(run: Run, n_volumes: int) -> np.ndarray | None:
-    if run.confounds is None:
-        return None
-    table = run.load_confounds()
+def _framewise_displacement(run: Run, table: pd.DataFrame, n_volumes: int) -> np.ndarray | None:
     if "framewise_displacement" not in table.columns:
         return None
     if len(table) != n_volumes:
@@ -642,16 +649,28 @@ def _framewise_displacement(run: Run, n_volumes: int) -> np.ndarray | None:
     return pd.to_numeric(table["framewise_displacement"], errors="coerce").to_numpy(float)
 
 
-def _scrub(fd, n: int, opts: dict, source, tr: float, conf_names):
-    """Volumes kept, motion features and the participant's info (with ``excluded`` if so)."""
+def non_steady_state(table: pd.DataFrame) -> np.ndarray:
+    """Volumes fMRIPrep flags as non-steady-state (``non_steady_state_outlier*`` columns), censored
+    like scrubbed volumes (as nilearn's ``load_confounds`` includes them).
+
+    Examples
+    --------
+    >>> non_steady_state(pd.DataFrame({"non_steady_state_outlier00": [1, 0, 0]})).tolist()
+    [True, False, False]
+    """
+    columns = [c for c in table.columns if str(c).startswith("non_steady_state_outlier")]
+    if not columns:
+        return np.zeros(len(table), bool)
+    return (table[columns].apply(pd.to_numeric, errors="coerce").fillna(0).to_numpy() > 0).any(axis=1)
+
+
+def _scrub(fd, n: int, opts: dict, censor: np.ndarray | None = None):
+    """Volumes kept (scrubbing, non-steady-state volumes) and why the run is unusable, if it is."""
     keep = scrub_mask(fd, n, opts["fd_threshold"], opts["min_segment"], opts["scrub"])
-    motion, excluded = _motion_summary(fd, keep, opts)
-    info = {"source": str(source), "repetition_time": tr, "n_volumes": n,
-            "n_volumes_kept": int(keep.sum()), "confounds": conf_names,
-            "mean_fd": motion[f"{NAME}.mean_fd"], "scrubbed_fraction": motion[f"{NAME}.scrubbed_fraction"]}
-    if excluded:
-        info["excluded"] = excluded
-    return keep, motion, info
+    if censor is not None and censor.any():
+        keep &= ~censor
+    _, excluded = _motion_summary(fd, keep, opts)
+    return keep, excluded
 
 
 def _motion_summary(fd, keep, opts) -> tuple[dict, str | None]:
@@ -674,19 +693,74 @@ def _repetition_time(run: Run, opts) -> float:
     if not tr or float(tr) <= 0:
         raise InputError(f"the repetition time of run {run.name} is unknown",
                          path=run.timeseries or run.bold,
-                         fix="add RepetitionTime to a JSON sidecar, or set the connectivity option "
-                             "repetition_time (seconds)")
+                         fix="pass --repetition-time SECONDS, or add RepetitionTime to a JSON sidecar")
     return float(tr)
 
 
+class _Runs:
+    """The cleaned runs of one participant-session, combined.
+
+    Each run is denoised on its own (its confounds, scrubbing, filter) and z-scored; the runs'
+    cleaned series are then concatenated, so a connectome is the average of the runs'
+    correlations weighted by their retained volumes (each run z-scored: the correlation of the
+    concatenation is ``sum((T_i - 1) r_i) / sum(T_i - 1)``). A run whose motion fails the
+    exclusion thresholds is left out (``info["runs_excluded"]``); the participant is excluded
+    when no run is left. Motion features pool every volume of every run.
+    """
+
+    def __init__(self, opts):
+        self.opts = opts
+        self.used, self.excluded, self.series = [], {}, {}
+        self.fd, self.n, self.kept, self.sources, self.confounds = [], 0, 0, [], []
+
+    def add(self, run: Run, fd, keep, excluded, source, conf_names) -> bool:
+        """Record a run's motion; False if it is excluded."""
+        self.n += len(keep)
+        if fd is not None:
+            self.fd.append(np.asarray(fd, float))
+        if excluded:
+            self.excluded[run.name] = excluded
+            return False
+        self.kept += int(keep.sum())
+        self.used.append(run.name)
+        self.sources.append(str(source))
+        self.confounds = conf_names
+        return True
+
+    def append(self, level: str, ts: np.ndarray) -> None:
+        self.series.setdefault(level, []).append(ts)
+
+    def motion(self) -> dict:
+        fd = np.concatenate(self.fd) if self.fd else None
+        mean_fd = float(np.nanmean(fd)) if fd is not None and np.isfinite(fd).any() else float("nan")
+        return {f"{NAME}.mean_fd": mean_fd,
+                f"{NAME}.scrubbed_fraction": float(1.0 - self.kept / self.n) if self.n else float("nan")}
+
+    def info(self, tr) -> dict:
+        motion = self.motion()
+        info = {"source": self.sources[0] if len(self.sources) == 1 else self.sources,
+                "repetition_time": tr, "n_volumes": self.n, "n_volumes_kept": self.kept,
+                "confounds": self.confounds, "mean_fd": motion[f"{NAME}.mean_fd"],
+                "scrubbed_fraction": motion[f"{NAME}.scrubbed_fraction"], "runs": self.used}
+        if self.excluded:
+            info["runs_excluded"] = dict(self.excluded)
+        if not self.used:
+            info["excluded"] = "; ".join(f"{name}: {why}" for name, why in self.excluded.items())
+        return info
+
+    def combined(self, level: str) -> np.ndarray:
+        return np.concatenate(self.series[level], axis=0)
+
+
 def subject(subject: Subject, config: Config) -> SubjectResult:
-    """Denoise one participant's resting run and measure connectivity.
+    """Denoise one participant-session's resting runs and measure connectivity.
 
     Parameters
     ----------
     subject : painplast.cohort.Subject
-        A participant with a ``rest`` run: a preprocessed BOLD image with its confounds, or ROI
-        time series from another pipeline.
+        A participant (one session) with ``rest`` runs: preprocessed BOLD images with their
+        confounds, or ROI time series from another pipeline. Every run is used (see
+        :class:`_Runs` for how runs are combined).
     config : painplast.config.Config
         ``roi_radius_mm``; module options :data:`DEFAULTS`.
 
@@ -698,7 +772,7 @@ def subject(subject: Subject, config: Config) -> SubjectResult:
         metrics; ``arrays``: ``pain_connectome`` (24, 24) Fisher z, ``pain_partial`` (24, 24),
         ``pain_timeseries`` (T_kept, 24), and ``atlas_*`` likewise for a network atlas or
         time series from elsewhere; ``maps``: ``seed_<region>_z``; ``info``: node names,
-        networks, motion and the exclusion reason if any.
+        networks, motion, the runs used and the exclusion reason if any.
 
     Raises
     ------
@@ -708,44 +782,63 @@ def subject(subject: Subject, config: Config) -> SubjectResult:
     Examples
     --------
     >>> result = subject(Cohort.from_bids(bids_dir).subject("sub-001"), Config())
-    >>> result.arrays["pain_connectome"].shape
-    (24, 24)
+    >>> result.arrays["pain_connectome"].shape, result.info["runs"]
+    ((24, 24), ['task-rest'])
     """
     opts = config.module(NAME, DEFAULTS)
-    run = _rest_run(subject, opts["task"])
-    if run.bold is not None:
-        return _subject_from_image(subject, run, config, opts)
-    return _subject_from_timeseries(subject, run, opts)
+    runs = _rest_runs(subject, opts["task"])
+    if runs[0].bold is not None:
+        return _subject_from_images(subject, runs, config, opts)
+    return _subject_from_timeseries(subject, runs, opts)
 
 
-def _subject_from_image(subject: Subject, run: Run, config: Config, opts) -> SubjectResult:
+def _subject_from_images(subject: Subject, runs: Sequence[Run], config: Config, opts) -> SubjectResult:
     from . import _firstlevel as fl
 
-    bold = fl.load_bold(run)                      # the one 4-D image in memory: (T, V) float32
-    tr = float(run.repetition_time or opts["repetition_time"] or bold.repetition_time)
-    n = bold.n_volumes
-    table = run.load_confounds()
-    if len(table) != n:
-        raise InputError(f"the confounds file has {len(table)} rows but the BOLD series {n} volumes",
-                         path=run.confounds, fix="use the confounds file of the same fMRIPrep run")
-    conf, conf_names = confound_regressors(table, opts["confounds_strategy"], run.confounds)
-    fd = (pd.to_numeric(table["framewise_displacement"], errors="coerce").to_numpy(float)
-          if "framewise_displacement" in table.columns else None)
-    keep, motion, info = _scrub(fd, n, opts, run.bold, tr, conf_names)
+    done = _Runs(opts)
+    seeds = list(opts["seeds"]) if opts["seed_maps"] else []
+    seed_sum, seed_df, seed_empty, grid, parcels = None, 0, None, None, {}
+    tr = None
+    for run in runs:
+        bold = fl.load_bold(run)                      # one 4-D image in memory at a time: (T, V) float32
+        tr = float(run.repetition_time or opts["repetition_time"] or bold.repetition_time)
+        n = bold.n_volumes
+        table = run.load_confounds()
+        if len(table) != n:
+            raise InputError(f"the confounds file has {len(table)} rows but the BOLD series {n} volumes",
+                             path=run.confounds, fix="use the confounds file of the same fMRIPrep run")
+        conf, conf_names = confound_regressors(table, opts["confounds_strategy"], run.confounds)
+        fd = _framewise_displacement(run, table, n)
+        keep, excluded = _scrub(fd, n, opts, non_steady_state(table))
+        if not done.add(run, fd, keep, excluded, run.bold, conf_names):
+            continue
+        operator = cleaning_operator(n, conf, keep, tr, opts["high_pass"], opts["low_pass"])
+
+        def cleaned(raw):
+            return zscore(operator @ np.asarray(raw, np.float64))
+
+        shape, affine, brain = bold.shape, bold.affine, bold.mask
+        grid = grid or (shape, affine)
+        parcels["pain"] = pain_parcellation(shape, affine, brain, config.roi_radius_mm)
+        if opts["atlas"]:
+            parcels["atlas"] = network_parcellation(opts["atlas"], shape, affine, brain)
+        for level, parc in parcels.items():
+            ts = cleaned(parc.means(bold.data))
+            ts[:, parc.empty] = 0.0
+            done.append(level, ts)
+        if seeds:
+            sums, df, empty = _seed_sums(bold, cleaned, seeds, config.roi_radius_mm, int(opts["voxel_chunk"]))
+            seed_sum = sums if seed_sum is None else seed_sum + sums
+            seed_empty = empty if seed_empty is None else seed_empty | empty
+            seed_df += df
+        del bold
+    info = done.info(tr)
+    features = done.motion()
     if "excluded" in info:
-        return SubjectResult(NAME, subject.participant_id, features=motion, info=info)
-
-    operator = cleaning_operator(n, conf, keep, tr, opts["high_pass"], opts["low_pass"])
-
-    def cleaned(raw):
-        return zscore(operator @ np.asarray(raw, np.float64))
-
-    shape, affine, brain = bold.shape, bold.affine, bold.mask
-    features = dict(motion)
+        return SubjectResult(NAME, subject.participant_id, features=features, info=info)
     arrays: dict[str, np.ndarray] = {}
-    pain = pain_parcellation(shape, affine, brain, config.roi_radius_mm)
-    ts = cleaned(pain.means(bold.data))
-    ts[:, pain.empty] = 0.0
+    pain = parcels["pain"]
+    ts = done.combined("pain")
     z, partial, extra = _connectome_features(ts, pain.names, pain.networks, "pain", opts["graph_density"])
     arrays.update(pain_connectome=z.astype(np.float32), pain_partial=partial.astype(np.float32),
                   pain_timeseries=ts.astype(np.float32))
@@ -754,10 +847,9 @@ def _subject_from_image(subject: Subject, run: Run, config: Config, opts) -> Sub
     features.update({f"{NAME}.{k}": v for k, v in extra.items()})
     info.update(pain_nodes=pain.names, pain_networks=pain.networks,
                 empty_rois=[n for n, e in zip(pain.names, pain.empty) if e])
-    if opts["atlas"]:
-        parc = network_parcellation(opts["atlas"], shape, affine, brain)
-        ats = cleaned(parc.means(bold.data))
-        ats[:, parc.empty] = 0.0
+    if "atlas" in parcels:
+        parc = parcels["atlas"]
+        ats = done.combined("atlas")
         za, pa, extra = _connectome_features(ats, parc.names, parc.networks, "atlas", opts["graph_density"])
         arrays.update(atlas_connectome=za.astype(np.float32), atlas_partial=pa.astype(np.float32),
                       atlas_timeseries=ats.astype(np.float32))
@@ -765,22 +857,30 @@ def _subject_from_image(subject: Subject, run: Run, config: Config, opts) -> Sub
         info.update(atlas=str(opts["atlas"]), atlas_nodes=parc.names, atlas_networks=parc.networks,
                     atlas_coords=None if parc.coords is None else parc.coords.tolist())
     maps = {}
-    if opts["seed_maps"] and opts["seeds"]:
-        maps = _seed_maps(bold, cleaned, opts["seeds"], config.roi_radius_mm, int(opts["voxel_chunk"]))
+    if seed_sum is not None:
+        corr = seed_sum / max(seed_df, 1)
+        zmap = np.arctanh(np.clip(corr, -0.999999, 0.999999)).astype(np.float32)
+        maps = {f"seed_{s}_z": nib.Nifti1Image(zmap[i], grid[1]) for i, s in enumerate(seeds)
+                if not seed_empty[i]}
     return SubjectResult(NAME, subject.participant_id, features=features, maps=maps, arrays=arrays, info=info)
 
 
-def _seed_maps(bold, cleaned, seeds: Sequence[str], radius: float, chunk: int) -> dict:
-    """Fisher-z seed-to-voxel maps; voxels cleaned ``chunk`` columns at a time."""
+def _seed_sums(bold, cleaned, seeds: Sequence[str], radius: float, chunk: int) -> tuple[np.ndarray, int, np.ndarray]:
+    """Seed-to-voxel sums of products of z-scored series on the full grid, their ``T_kept - 1``,
+    and which seeds fall outside the brain mask.
+
+    Divided by the summed ``T_kept - 1`` of every run they give the correlation of the
+    concatenated runs; voxels are cleaned ``chunk`` columns at a time.
+    """
     parc = seed_parcellation(seeds, bold.shape, bold.affine, bold.mask, radius)
     seed_ts = cleaned(parc.means(bold.data))                    # (T_kept, S), z-scored
-    n_kept = seed_ts.shape[0]
-    corr = np.zeros((len(seeds), bold.data.shape[1]), np.float32)
+    sums = np.zeros((len(seeds), bold.data.shape[1]), np.float64)
     for start in range(0, bold.data.shape[1], chunk):
         block = cleaned(bold.data[:, start:start + chunk])     # (T_kept, chunk), z-scored
-        corr[:, start:start + chunk] = (seed_ts.T @ block) / (n_kept - 1)
-    z = np.arctanh(np.clip(corr, -0.999999, 0.999999))
-    return {f"seed_{s}_z": bold.to_image(z[i]) for i, s in enumerate(seeds) if not parc.empty[i]}
+        sums[:, start:start + chunk] = seed_ts.T @ block
+    full = np.zeros((len(seeds),) + tuple(bold.shape), np.float64)
+    full[:, bold.mask] = sums
+    return full, seed_ts.shape[0] - 1, np.asarray(parc.empty, bool)
 
 
 def _dseg_networks(path: Path, n_regions: int, override) -> list[str] | None:
@@ -805,30 +905,40 @@ def _dseg_networks(path: Path, n_regions: int, override) -> list[str] | None:
     return None
 
 
-def _subject_from_timeseries(subject: Subject, run: Run, opts) -> SubjectResult:
-    tr = _repetition_time(run, opts)
-    data = run.load_timeseries()
-    header = [str(c) for c in data.columns]
-    is_global = np.array([h.lower() in _GLOBAL_NAMES for h in header])
-    values = data.to_numpy(float)
-    if not np.all(np.isfinite(values)):
-        raise InputError("the ROI time series have missing values", path=run.timeseries,
-                         fix="give finite values in every row and column")
-    globsig = values[:, np.flatnonzero(is_global)[0]] if is_global.any() else None
-    regions = values[:, ~is_global]
-    raw_names = [h for h, g in zip(header, is_global) if not g]
-    names = _unique(raw_names)
-    n = len(values)
-    fd = _framewise_displacement(run, n)
-    table = run.load_confounds() if run.confounds is not None else pd.DataFrame(index=range(n))
-    conf, conf_names = confound_regressors(table, opts["timeseries_confounds_strategy"],
-                                           run.confounds or run.timeseries, global_column=globsig)
-    keep, motion, info = _scrub(fd, n, opts, run.timeseries, tr, conf_names)
+def _subject_from_timeseries(subject: Subject, runs: Sequence[Run], opts) -> SubjectResult:
+    done = _Runs(opts)
+    names = header = None
+    tr = None
+    for run in runs:
+        tr = _repetition_time(run, opts)
+        data = run.load_timeseries()
+        this = [str(c) for c in data.columns]
+        if header is not None and this != header:
+            raise InputError("the ROI time series of this participant's runs name different regions",
+                             path=run.timeseries, fix="extract every run with the same atlas")
+        header = this
+        is_global = np.array([h.lower() in _GLOBAL_NAMES for h in header])
+        values = data.to_numpy(float)
+        if not np.all(np.isfinite(values)):
+            raise InputError("the ROI time series have missing values", path=run.timeseries,
+                             fix="give finite values in every row and column")
+        globsig = values[:, np.flatnonzero(is_global)[0]] if is_global.any() else None
+        regions = values[:, ~is_global]
+        names = _unique([h for h, g in zip(header, is_global) if not g])
+        n = len(values)
+        table = run.load_confounds() if run.confounds is not None else pd.DataFrame(index=range(n))
+        fd = _framewise_displacement(run, table, n) if run.confounds is not None else None
+        conf, conf_names = confound_regressors(table, opts["timeseries_confounds_strategy"],
+                                               run.confounds or run.timeseries, global_column=globsig)
+        keep, excluded = _scrub(fd, n, opts, non_steady_state(table))
+        if done.add(run, fd, keep, excluded, run.timeseries, conf_names):
+            done.append("atlas", clean(regions, conf, keep, tr, opts["high_pass"], opts["low_pass"]))
+    info = done.info(tr)
+    features = done.motion()
     if "excluded" in info:
-        return SubjectResult(NAME, subject.participant_id, features=motion, info=info)
-    ts = clean(regions, conf, keep, tr, opts["high_pass"], opts["low_pass"])
-    networks = _dseg_networks(run.timeseries, len(names), opts["network_labels"]) or ["unlabelled"] * len(names)
-    features = dict(motion)
+        return SubjectResult(NAME, subject.participant_id, features=features, info=info)
+    ts = done.combined("atlas")
+    networks = _dseg_networks(runs[0].timeseries, len(names), opts["network_labels"]) or ["unlabelled"] * len(names)
     z, partial, extra = _connectome_features(ts, names, networks, "atlas", opts["graph_density"])
     features.update({f"{NAME}.{k}": v for k, v in extra.items()})
     arrays = {"atlas_connectome": z.astype(np.float32), "atlas_partial": partial.astype(np.float32),
@@ -843,7 +953,7 @@ def _subject_from_timeseries(subject: Subject, run: Run, opts) -> SubjectResult:
                       pain_partial=partial_correlation(ts[:, pain_idx]).astype(np.float32),
                       pain_timeseries=ts[:, pain_idx].astype(np.float32))
         info.update(pain_nodes=list(atlas.ROI_NAMES), pain_networks=[atlas.roi(r).network for r in atlas.ROI_NAMES])
-    info.update(atlas=run.timeseries.name, atlas_nodes=names, atlas_networks=networks, atlas_coords=None)
+    info.update(atlas=runs[0].timeseries.name, atlas_nodes=names, atlas_networks=networks, atlas_coords=None)
     return SubjectResult(NAME, subject.participant_id, features=features, arrays=arrays, info=info)
 
 

@@ -112,42 +112,47 @@ def subject(subject: Subject, config: Config) -> SubjectResult:
     ['modulation.dlpfc_pag_ppi', 'modulation.pag_racc_ppi', 'modulation.pag_rvm_ppi']
     """
     opts = config.module(NAME, DEFAULTS)
-    run = subject.run(TASK)
-    if run is None or run.bold is None:
-        raise InputError(f"{subject.participant_id} has no preprocessed '{TASK}' run",
-                         fix="add the modulation task (BOLD, events, fMRIPrep outputs) or leave out modulation")
     unmod, mod = opts["unmodulated"], opts["modulated"]
-    events = run.load_events()
-    kinds = events["trial_type"].astype(str) if "trial_type" in events else pd.Series(dtype=str)
-    for cond in (unmod, mod):
-        if (kinds == cond).sum() < 2:
-            raise InputError(f"the events have fewer than 2 '{cond}' trials", path=run.events,
-                             fix="name the conditions in options['modulation'] ('unmodulated', 'modulated')")
-    events = events[kinds.isin([unmod, mod])]
-    bold = fl.load_bold(run)
-    X = fl.design_matrix(run, events, config, n_volumes=bold.n_volumes, modulators=(),
-                         confounds_strategy=opts["confounds_strategy"], fd_threshold=opts["fd_threshold"])
     regions = list(atlas.PAIN_PROCESSING_REGIONS)
     ppi_regions = sorted({r for pair in PPI.values() for r in pair})
-    masks = fl.region_masks(list(dict.fromkeys(regions + ppi_regions)), bold, config.roi_radius_mm)
-    ts = fl.roi_timeseries(bold, masks)
-    B = fl.fit_timeseries(ts[regions], X, opts["noise_model"])
+    runs = fl.task_runs(subject, TASK, NAME)
+    fits: dict[str, list] = {"B": [], "maps": [], **{name: [] for name in PPI}}
+    n_trials = n_scrubbed = 0
+    for run in runs:
+        events = run.load_events()
+        kinds = events["trial_type"].astype(str) if "trial_type" in events else pd.Series(dtype=str)
+        for cond in (unmod, mod):
+            if (kinds == cond).sum() < 2:
+                raise InputError(f"the events have fewer than 2 '{cond}' trials", path=run.events,
+                                 fix="name the conditions in options['modulation'] ('unmodulated', 'modulated')")
+        events = events[kinds.isin([unmod, mod])]
+        bold = fl.load_bold(run)
+        X = fl.design_matrix(run, events, config, n_volumes=bold.n_volumes, modulators=(),
+                             confounds_strategy=opts["confounds_strategy"], fd_threshold=opts["fd_threshold"])
+        n_trials += int(len(events))
+        n_scrubbed += int(sum(c.startswith("spike_") for c in X.columns))
+        masks = fl.region_masks(list(dict.fromkeys(regions + ppi_regions)), bold, config.roi_radius_mm)
+        ts = fl.roi_timeseries(bold, masks)
+        fits["B"].append(fl.fit_timeseries(ts[regions], X, opts["noise_model"]))
+        nuisance = [c for c in X.columns if c not in (unmod, mod)]
+        for name, (seed, target) in PPI.items():
+            extra = ppi_regressors(ts[seed].to_numpy(float), X, [unmod, mod], nuisance)
+            fits[name].append(fl.fit_timeseries(ts[[target]], pd.concat([X, extra], axis=1), opts["noise_model"]))
+        if opts["voxelwise"]:
+            fits["maps"].append(fl.contrast_maps(bold, X, {"modulation": f"{unmod} - {mod}"},
+                                                 config.smoothing_fwhm, opts["noise_model"]))
+        del bold
+    B = fl.fixed_effects_table(fits["B"])
     features: dict[str, float] = {}
     for r in regions:
         features[f"{NAME}.{r}_index"] = float(B.loc[unmod, r] - B.loc[mod, r])
         features[f"{NAME}.{r}_unmodulated"] = float(B.loc[unmod, r])
         features[f"{NAME}.{r}_modulated"] = float(B.loc[mod, r])
-    nuisance = [c for c in X.columns if c not in (unmod, mod)]
     for name, (seed, target) in PPI.items():
-        extra = ppi_regressors(ts[seed].to_numpy(float), X, [unmod, mod], nuisance)
-        Xp = pd.concat([X, extra], axis=1)
-        Bp = fl.fit_timeseries(ts[[target]], Xp, opts["noise_model"])
+        Bp = fl.fixed_effects_table(fits[name])
         features[f"{NAME}.{name}"] = float(Bp.loc[f"ppi_{mod}", target] - Bp.loc[f"ppi_{unmod}", target])
-    maps = {}
-    if opts["voxelwise"]:
-        maps = fl.fit_voxelwise(bold, X, {"modulation": f"{unmod} - {mod}"}, config.smoothing_fwhm,
-                                noise_model=opts["noise_model"])
-    info = {"n_trials": int(len(events)), "n_scrubbed": int(sum(c.startswith("spike_") for c in X.columns))}
+    maps = fl.fixed_effects(fits["maps"]).images(("beta", "t")) if fits["maps"] else {}
+    info = {"n_trials": n_trials, "n_scrubbed": n_scrubbed, "runs": [r.name for r in runs]}
     return SubjectResult(NAME, subject.participant_id, features, maps, {}, info)
 
 

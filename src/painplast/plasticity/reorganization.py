@@ -329,44 +329,50 @@ def subject(subject: Subject, config: Config) -> SubjectResult:
     """
     opts = config.module(NAME, DEFAULTS)
     _check_options(opts)
-    run = subject.run(TASK)
-    if run is None:
-        raise InputError(f"{subject.participant_id} has no '{TASK}' run",
-                         fix=f"add the {TASK} task (stimulation of the affected and unaffected hand)")
-    events = run.load_events()
     conditions = {hand: str(opts[f"{hand}_condition"]) for hand in _HANDS}
-    present = set(events["trial_type"].astype(str)) if "trial_type" in events else set()
-    missing = [c for c in conditions.values() if c not in present]
-    if missing:
-        raise InputError(f"the events have no '{missing[0]}' trials", path=run.events,
-                         fix="name the conditions affected_hand/unaffected_hand, or set the module options "
-                             "affected_condition/unaffected_condition")
-    bold = fl.load_bold(run)
-    design = fl.design_matrix(run, events, config, n_volumes=bold.n_volumes, modulators=(),
-                              confounds_strategy=opts["confounds_strategy"],
-                              fd_threshold=float(opts["fd_threshold"]))
-    radius = float(opts["search_radius_mm"])
-    spheres = {h: _search_mask(h, bold.mask, bold.affine, radius) for h in (-1.0, 1.0)}
-    fwhm = config.smoothing_fwhm
-    if opts["maps"] == "s1":
-        # fit only the two S1 search spheres, with a margin that holds the smoothing kernel
-        margin = 4.0 * (fwhm or 0.0) / np.sqrt(8 * np.log(2)) + 2.0
-        keep = (_search_mask(-1.0, bold.mask, bold.affine, radius + margin)
-                | _search_mask(1.0, bold.mask, bold.affine, radius + margin))
-        bold = fl.BoldData(np.ascontiguousarray(bold.data[:, keep[bold.mask]]), keep, bold.affine,
-                           bold.repetition_time, bold.source)
     spec = {f"{hand}_hand": conditions[hand] for hand in _HANDS}
-    raw = fl.fit_voxelwise(bold, design, spec, smoothing_fwhm=None, stats=("beta", "t"),
-                           noise_model=opts["noise_model"])
-    smooth = (fl.fit_voxelwise(bold, design, spec, smoothing_fwhm=fwhm, stats=("beta", "t"),
-                               noise_model=opts["noise_model"]) if fwhm else raw)
+    radius = float(opts["search_radius_mm"])
+    fwhm = config.smoothing_fwhm
+    runs = fl.task_runs(subject, TASK, NAME)
+    raw_runs, smooth_runs, brains = [], [], []
+    for run in runs:
+        events = run.load_events()
+        present = set(events["trial_type"].astype(str)) if "trial_type" in events else set()
+        missing = [c for c in conditions.values() if c not in present]
+        if missing:
+            raise InputError(f"the events have no '{missing[0]}' trials", path=run.events,
+                             fix="name the conditions affected_hand/unaffected_hand, or set the module options "
+                                 "affected_condition/unaffected_condition")
+        bold = fl.load_bold(run)
+        brains.append(bold.mask)
+        design = fl.design_matrix(run, events, config, n_volumes=bold.n_volumes, modulators=(),
+                                  confounds_strategy=opts["confounds_strategy"],
+                                  fd_threshold=float(opts["fd_threshold"]))
+        if opts["maps"] == "s1":
+            # fit only the two S1 search spheres, with a margin that holds the smoothing kernel
+            margin = 4.0 * (fwhm or 0.0) / np.sqrt(8 * np.log(2)) + 2.0
+            keep = (_search_mask(-1.0, bold.mask, bold.affine, radius + margin)
+                    | _search_mask(1.0, bold.mask, bold.affine, radius + margin))
+            bold = fl.BoldData(np.ascontiguousarray(bold.data[:, keep[bold.mask]]), keep, bold.affine,
+                               bold.repetition_time, bold.source)
+        raw_runs.append(fl.contrast_maps(bold, design, spec, None, opts["noise_model"]))
+        if fwhm:
+            smooth_runs.append(fl.contrast_maps(bold, design, spec, fwhm, opts["noise_model"]))
+        del bold
+    combined = fl.fixed_effects(raw_runs)
+    mask, affine = combined.mask, combined.affine
+    brain = np.logical_and.reduce(brains)
+    spheres = {h: _search_mask(h, brain, affine, radius) for h in (-1.0, 1.0)}
+    raw = combined.images(("beta", "t"))
+    smooth = fl.fixed_effects(smooth_runs).images(("beta", "t")) if fwhm else raw
     maps = {**smooth, **{f"{k}_unsmoothed": img for k, img in raw.items() if k.endswith("_beta")}}
     arrays = {k: np.asarray(img.dataobj, float) for k, img in raw.items()}
     peak_maps = {h: np.asarray(smooth[f"{h}_hand_t"].dataobj, float) for h in _HANDS}
 
     side, source = _affected_side(subject)
     evidence = _side_evidence(peak_maps, spheres)
-    info = {"localization": opts["localization"], "side_evidence_t": round(evidence, 3)}
+    info = {"localization": opts["localization"], "side_evidence_t": round(evidence, 3),
+            "runs": [r.name for r in runs]}
     if source == "pseudo-random" and opts["unknown_side"] == "data" and abs(evidence) >= float(opts["min_peak_t"]):
         side, source = ("left" if evidence > 0 else "right"), "data"
     elif source == "participants.tsv" and evidence * _hemisphere_sign(side) < -float(opts["min_peak_t"]):
@@ -377,7 +383,7 @@ def subject(subject: Subject, config: Config) -> SubjectResult:
     hemi["unaffected"] = -hemi["affected"]
     found, feats = {}, {}
     for hand in _HANDS:
-        loc = _locate(arrays[f"{hand}_hand_beta"], peak_maps[hand], bold.mask, bold.affine, hemi[hand], opts)
+        loc = _locate(arrays[f"{hand}_hand_beta"], peak_maps[hand], mask, affine, hemi[hand], opts)
         found[hand] = loc
         feats[f"laterality_{hand}"] = _laterality(arrays[f"{hand}_hand_t"], spheres[hemi[hand]],
                                                   spheres[-hemi[hand]], float(opts["laterality_t"]))

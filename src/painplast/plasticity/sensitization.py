@@ -239,11 +239,82 @@ def subject(subject: Subject, config: Config) -> SubjectResult:
     True
     """
     opts = config.module(NAME, DEFAULTS)
-    run = subject.run(TASK)
-    if run is None or run.bold is None:
-        raise InputError(f"{subject.participant_id} has no preprocessed '{TASK}' run",
-                         fix="add the pain task (BOLD, events, fMRIPrep outputs) or leave out sensitization")
     cond = opts["condition"]
+    regions = atlas.PAIN_PROCESSING_REGIONS
+    slope_col = f"{cond}_x_intensity"
+    fits: dict[str, list] = {"B": [], "Br": [], "Bl": [], "maps": [], "levels": []}
+    all_events, n_scrubbed = [], 0
+    runs = fl.task_runs(subject, TASK, NAME)
+    for run in runs:
+        events = _pain_events(run, cond)
+        all_events.append(events)
+        bold = fl.load_bold(run)
+        kw = dict(n_volumes=bold.n_volumes, confounds_strategy=opts["confounds_strategy"],
+                  fd_threshold=opts["fd_threshold"])
+        roi_ts = fl.roi_timeseries(bold, fl.region_masks(regions, bold, config.roi_radius_mm))
+        # 1. condition + centred intensity modulator
+        X = fl.design_matrix(run, events, config, modulators=("intensity",), **kw)
+        n_scrubbed += int(sum(c.startswith("spike_") for c in X.columns))
+        fits["B"].append(fl.fit_timeseries(roi_ts, X, opts["noise_model"]))
+        # 2. trial ratings as the modulator (coupling of BOLD to perceived pain)
+        ratings = pd.to_numeric(events.get("rating", pd.Series(dtype=float)), errors="coerce")
+        if ratings.notna().sum() >= 3 and ratings.std() > 0:
+            Xr = fl.design_matrix(run, events.assign(rating=ratings / 10.0), config, modulators=("rating",), **kw)
+            fits["Br"].append(fl.fit_timeseries(roi_ts, Xr, opts["noise_model"]))
+        # 3. one regressor per intensity level (stimulus-response curve, signature per level)
+        Xl = fl.design_matrix(run, events, config, modulators=(), split_by="intensity", **kw)
+        fits["Bl"].append(fl.fit_timeseries(roi_ts, Xl, opts["noise_model"]))
+        # 4. voxel-wise maps (smoothed)
+        if opts["voxelwise"] or config.signatures:
+            fits["maps"].append(fl.contrast_maps(bold, X, {cond: cond, slope_col: slope_col},
+                                                 config.smoothing_fwhm, opts["noise_model"]))
+        if config.signatures:
+            fits["levels"].append(fl.contrast_maps(bold, Xl, {c: c for c in _level_columns(events, cond)},
+                                                   config.smoothing_fwhm, opts["noise_model"]))
+        del bold
+    events = pd.concat(all_events, ignore_index=True)
+    features: dict[str, float] = {}
+    B = fl.fixed_effects_table(fits["B"])
+    mean_intensity = float(pd.to_numeric(events["intensity"], errors="coerce").mean())
+    for r in regions:
+        resp, slope = float(B.loc[cond, r]), float(B.loc[slope_col, r])
+        features[f"{NAME}.{r}_response"] = resp
+        features[f"{NAME}.{r}_slope"] = slope
+        features[f"{NAME}.{r}_threshold_intensity"] = (
+            mean_intensity + (opts["response_threshold"] - resp) / slope if slope > 0 else float("nan"))
+    if fits["Br"]:
+        Br = fl.fixed_effects_table(fits["Br"])
+        for r in regions:
+            features[f"{NAME}.{r}_rating_coupling"] = float(Br.loc[f"{cond}_x_rating", r])
+    level_cols = _level_columns(events, cond)
+    levels = np.array(sorted(pd.to_numeric(events["intensity"], errors="coerce").dropna().unique()), float)
+    Bl = fl.fixed_effects_table(fits["Bl"])
+    roi_by_level = Bl.loc[level_cols, list(regions)].to_numpy(float).T
+    maps = {}
+    if fits["maps"]:
+        maps = fl.fixed_effects(fits["maps"]).images(("beta", "t"))
+        maps = {k.replace(cond, "pain", 1) if cond != "pain" else k: v for k, v in maps.items()}
+    if config.signatures:
+        mask = fl.fixed_effects(fits["maps"]).mask
+        level_maps = _level_maps(fits["levels"], level_cols)
+        for spec in config.signatures:
+            name, path = signature_name(spec)
+            w = _weights_on_grid(str(path), mask.shape, fits["maps"][0].affine.tobytes())
+            dot, cos = signature_response(w, maps["pain_beta"], mask)
+            features[f"{NAME}.signature_{name}_dot"] = dot
+            features[f"{NAME}.signature_{name}_cosine"] = cos
+            for col, lev in zip(level_cols, levels):
+                if col in level_maps:
+                    d, _ = signature_response(w, level_maps[col], mask)
+                    features[f"{NAME}.signature_{name}_dot_{fl._level_name(lev)}"] = d
+    info = {"n_trials": int(len(events)), "mean_intensity": mean_intensity, "n_scrubbed": n_scrubbed,
+            "levels": [float(v) for v in levels], "runs": [r.name for r in runs]}
+    return SubjectResult(NAME, subject.participant_id, features, maps,
+                         {"roi_by_level": roi_by_level, "intensity_levels": levels}, info)
+
+
+def _pain_events(run, cond: str) -> pd.DataFrame:
+    """The painful trials of one run, checked (intensity with at least two levels)."""
     events = run.load_events()
     if "trial_type" in events:
         events = events[events["trial_type"].astype(str) == cond]
@@ -255,64 +326,18 @@ def subject(subject: Subject, config: Config) -> SubjectResult:
     if "intensity" not in events or pd.to_numeric(events["intensity"], errors="coerce").nunique() < 2:
         raise InputError("the pain events need an 'intensity' column with at least two levels", path=run.events,
                          fix="add the stimulus intensity (e.g. temperature in degC) per trial")
-    bold = fl.load_bold(run)
-    kw = dict(n_volumes=bold.n_volumes, confounds_strategy=opts["confounds_strategy"],
-              fd_threshold=opts["fd_threshold"])
-    regions = atlas.PAIN_PROCESSING_REGIONS
-    masks = fl.region_masks(regions, bold, config.roi_radius_mm)
-    roi_ts = fl.roi_timeseries(bold, masks)
-    features: dict[str, float] = {}
+    return events
 
-    # 1. condition + centred intensity modulator
-    X = fl.design_matrix(run, events, config, modulators=("intensity",), **kw)
-    slope_col = f"{cond}_x_intensity"
-    B = fl.fit_timeseries(roi_ts, X, opts["noise_model"])
-    mean_intensity = float(pd.to_numeric(events["intensity"], errors="coerce").mean())
-    for r in regions:
-        resp, slope = float(B.loc[cond, r]), float(B.loc[slope_col, r])
-        features[f"{NAME}.{r}_response"] = resp
-        features[f"{NAME}.{r}_slope"] = slope
-        features[f"{NAME}.{r}_threshold_intensity"] = (
-            mean_intensity + (opts["response_threshold"] - resp) / slope if slope > 0 else float("nan"))
 
-    # 2. trial ratings as the modulator (coupling of BOLD to perceived pain)
-    ratings = pd.to_numeric(events.get("rating", pd.Series(dtype=float)), errors="coerce")
-    if ratings.notna().sum() >= 3 and ratings.std() > 0:
-        Xr = fl.design_matrix(run, events.assign(rating=ratings / 10.0), config, modulators=("rating",), **kw)
-        Br = fl.fit_timeseries(roi_ts, Xr, opts["noise_model"])
-        for r in regions:
-            features[f"{NAME}.{r}_rating_coupling"] = float(Br.loc[f"{cond}_x_rating", r])
-
-    # 3. one regressor per intensity level (stimulus-response curve, signature per level)
-    Xl = fl.design_matrix(run, events, config, modulators=(), split_by="intensity", **kw)
-    level_cols = _level_columns(events, cond)
-    levels = np.array(sorted(pd.to_numeric(events["intensity"], errors="coerce").dropna().unique()), float)
-    Bl = fl.fit_timeseries(roi_ts, Xl, opts["noise_model"])
-    roi_by_level = Bl.loc[level_cols, list(regions)].to_numpy(float).T
-
-    # 4. voxel-wise maps (smoothed)
-    maps = {}
-    if opts["voxelwise"] or config.signatures:
-        maps = fl.fit_voxelwise(bold, X, {cond: cond, slope_col: slope_col}, config.smoothing_fwhm,
-                                noise_model=opts["noise_model"])
-        maps = {k.replace(cond, "pain", 1) if cond != "pain" else k: v for k, v in maps.items()}
-    if config.signatures:
-        level_maps = fl.fit_voxelwise(bold, Xl, {c: c for c in level_cols}, config.smoothing_fwhm,
-                                      stats=("beta",), noise_model=opts["noise_model"])
-        for spec in config.signatures:
-            name, path = signature_name(spec)
-            w = _weights_on_grid(str(path), bold.shape, bold.affine.tobytes())
-            dot, cos = signature_response(w, maps["pain_beta"], bold.mask)
-            features[f"{NAME}.signature_{name}_dot"] = dot
-            features[f"{NAME}.signature_{name}_cosine"] = cos
-            for col, lev in zip(level_cols, levels):
-                d, _ = signature_response(w, level_maps[f"{col}_beta"], bold.mask)
-                features[f"{NAME}.signature_{name}_dot_{fl._level_name(lev)}"] = d
-    info = {"n_trials": int(len(events)), "mean_intensity": mean_intensity,
-            "n_scrubbed": int(sum(c.startswith("spike_") for c in X.columns)),
-            "levels": [float(v) for v in levels]}
-    return SubjectResult(NAME, subject.participant_id, features, maps,
-                         {"roi_by_level": roi_by_level, "intensity_levels": levels}, info)
+def _level_maps(runs: Sequence[fl.ContrastMaps], level_cols: Sequence[str]) -> dict:
+    """Fixed-effects beta map of each intensity level over the runs that have it."""
+    out = {}
+    for col in level_cols:
+        having = [fl.ContrastMaps({col: r.effect[col]}, {col: r.variance[col]}, r.dof, r.mask, r.affine)
+                  for r in runs if col in r.effect]
+        if having:
+            out[col] = fl.fixed_effects(having).images(("beta",))[f"{col}_beta"]
+    return out
 
 
 def _level_columns(events: pd.DataFrame, cond: str) -> list[str]:
