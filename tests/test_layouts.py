@@ -121,7 +121,7 @@ def _check_sidecar(path: Path, pid: str, expected, root: Path, not_from, where: 
     for folder in not_from:
         base = (root / folder).resolve()
         bad = [str(p) for p in resolved if base in p.parents]
-        assert not bad, f"{where}: {path.relative_to(root)} read {bad}, from {folder} which --derivatives left out"
+        assert not bad, f"{where}: {path.relative_to(root)} read {bad}, from {folder} (left out by --derivatives)"
 
 
 def _check_participant(expect: Participant, out: Path, root: Path, before: dict, where: str) -> None:
@@ -140,7 +140,7 @@ def _check_participant(expect: Participant, out: Path, root: Path, before: dict,
                                    f"{sorted(str(p.relative_to(root)) for p in found) or 'none'}")
             rel = str(path.relative_to(out))
             stat = path.stat()
-            assert before.get(rel) != (stat.st_size, stat.st_mtime_ns), f"{where}: {rel} was not written by this step"
+            assert before.get(rel) != (stat.st_size, stat.st_mtime_ns), f"{where}: {rel} not written by this step"
             _check_sidecar(path, pid, sidecar, root, expect.not_from, where)
             claimed.add(path)
     extra = sorted(str(p.relative_to(root)) for p in found - claimed)
@@ -168,7 +168,7 @@ def _check_stop(expect: Stop, code, out_text: str, err: str, where: str) -> None
         named = [f for f in expect.flags if re.search(rf"(?<![\w-]){re.escape(f)}(?![\w-])", line)]
         assert named, f"{where}: the line names none of {', '.join(expect.flags)}: {line}"
     if expect.says:
-        assert re.search(expect.says, line, re.IGNORECASE), f"{where}: the line does not say /{expect.says}/: {line}"
+        assert re.search(expect.says, line, re.IGNORECASE), f"{where}: the line does not match /{expect.says}/: {line}"
 
 
 def _no_traceback_in_logs(out: Path, where: str) -> None:
@@ -178,12 +178,28 @@ def _no_traceback_in_logs(out: Path, where: str) -> None:
                 f"{where}: traceback in {path.name}:\n{path.read_text(errors='replace')[-3000:]}")
 
 
+def _check_case(case, root: Path) -> None:
+    """The case itself is right: every input it expects exists, and every run it expects has files."""
+    for step in case.steps:
+        if not isinstance(step.expect, Participant):
+            continue
+        for (pid, _, _), sidecar in step.expect.outputs.items():
+            for rel in sidecar.inputs:
+                assert (root / rel).is_file(), f"case {case.name} expects an input it did not write: {rel}"
+            for run in sidecar.runs:
+                prefix = f"{pid}_{normalise_run(run)}_"
+                files = (root / case.bids).rglob(f"{pid}_*")
+                assert any(normalise_run(p.name).startswith(prefix) for p in files), (
+                    f"case {case.name} expects run {run} of {pid} but wrote no file of it")
+
+
 # ------------------------------------------------------------------------------ the corpus, run
 
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
 def test_layout(case, tmp_path, capfd):
     """Every step of the case gives the outcome the case records (see the module docstring)."""
     case.build(tmp_path)
+    _check_case(case, tmp_path)
     outputs = frozenset(step.out for step in case.steps)
     inputs = _snapshot(tmp_path, skip=outputs)
     for number, step in enumerate(case.steps, start=1):
@@ -276,9 +292,9 @@ def test_ds000001_names_are_bids_examples_names(tmp_path):
     gm = nib.load(prep / "sub-10/anat/sub-10_space-MNI152NLin2009cAsym_res-2_label-GM_probseg.nii.gz")
     assert gm.shape == I.template_grid("MNI152NLin2009cAsym").shape
     assert np.allclose(gm.affine[:3, 3], I.TEMPLATES["MNI152NLin2009cAsym"][0])
-    bold = nib.load(prep / "sub-10/func/sub-10_task-balloonanalogrisktask_run-1_space-MNI152NLin2009cAsym_res-2_desc-preproc_bold.nii.gz")
-    confounds = pd.read_csv(prep / "sub-10/func/sub-10_task-balloonanalogrisktask_run-1_desc-confounds_timeseries.tsv",
-                            sep="\t", na_values="n/a")
+    run = prep / "sub-10" / "func" / "sub-10_task-balloonanalogrisktask_run-1"
+    bold = nib.load(f"{run}_space-MNI152NLin2009cAsym_res-2_desc-preproc_bold.nii.gz")
+    confounds = pd.read_csv(f"{run}_desc-confounds_timeseries.tsv", sep="\t", na_values="n/a")
     assert bold.shape[3] == len(confounds) and "trans_x_derivative1" in confounds
 
 
@@ -299,5 +315,5 @@ def test_raw_datasets_are_valid_bids(case, tmp_path):
     proc = subprocess.run([_validator(), "--json", str(tmp_path / case.bids)], capture_output=True, text=True,
                           timeout=300)
     errors = json.loads(proc.stdout)["issues"]["errors"]
-    assert errors == [], [(e.get("key"), e.get("reason"), [f.get("file", {}).get("relativePath") for f in e.get("files", [])][:3])
-                          for e in errors]
+    assert errors == [], [(e.get("key"), e.get("reason"),
+                           [f.get("file", {}).get("relativePath") for f in e.get("files", [])][:3]) for e in errors]

@@ -10,7 +10,7 @@ case can say which inputs each features sidecar must list.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -39,6 +39,7 @@ def entities(sub: str, ses: str | None = None, task: str | None = None, run: str
 
 
 def subject_dir(root: Path, sub: str, ses: str | None, datatype: str) -> Path:
+    """``root/sub-<sub>/[ses-<ses>/]<datatype>``."""
     path = root / f"sub-{sub}"
     if ses:
         path = path / f"ses-{ses}"
@@ -55,11 +56,13 @@ def space_entities(space: str) -> str:
 # ------------------------------------------------------------------------------ raw BIDS
 
 def raw_description(root: Path, name: str, **extra) -> Path:
+    """The raw dataset's ``dataset_description.json``."""
     return F.json_file(root / "dataset_description.json",
                        {"Name": name, "BIDSVersion": "1.8.0", "DatasetType": "raw", **extra})
 
 
 def participants(root: Path, table: pd.DataFrame, sidecar: Mapping | None = None) -> None:
+    """``participants.tsv`` and, when given, ``participants.json``."""
     F.tsv(root / "participants.tsv", table)
     if sidecar is not None:
         F.json_file(root / "participants.json", sidecar)
@@ -71,6 +74,7 @@ def task_sidecar(root: Path, task: str, task_name: str, tr: float = TR) -> Path:
 
 
 def raw_anat(root: Path, sub: str, ses: str | None = None) -> Path:
+    """A raw T1w image (scanner space)."""
     name = entities(sub, ses) + "_T1w.nii.gz"
     path = subject_dir(root, sub, ses, "anat") / name
     grid = I.native_grid((20, 24, 20), (8.0, 8.0, 8.0))
@@ -91,7 +95,8 @@ def raw_bold(root: Path, sub: str, ses: str | None, task: str, run: str | None,
 
 def sessions_tsv(root: Path, sub: str, acq_times: Mapping[str, str]) -> Path:
     """``sub-<l>/sub-<l>_sessions.tsv`` with ``session_id`` and ``acq_time``."""
-    table = pd.DataFrame({"session_id": [f"ses-{s}" for s in acq_times], "acq_time": list(acq_times.values())})
+    table = pd.DataFrame({"session_id": [f"ses-{s}" for s in acq_times],
+                          "acq_time": list(acq_times.values())})
     return F.tsv(root / f"sub-{sub}" / f"sub-{sub}_sessions.tsv", table)
 
 
@@ -123,91 +128,89 @@ def bart_events(seed: str, n_volumes: int = N_VOLUMES, tr: float = TR) -> pd.Dat
 
 # ------------------------------------------------------------------------------ fMRIPrep
 
+MOTION = ("trans_x", "trans_y", "trans_z", "rot_x", "rot_y", "rot_z")
+
+
+def version_tuple(version: str) -> tuple[int, int]:
+    """``"1.5.10"`` -> (1, 5), ``"20.2.0rc0"`` -> (20, 2), ``"24.1.1"`` -> (24, 1)."""
+    major, minor = re.match(r"(\d+)\.(\d+)", version).groups()
+    return int(major), int(minor)
+
+
 def _motion(rng: np.random.Generator, n: int) -> pd.DataFrame:
+    """Realignment parameters (mm, radians) of a still participant: mean FD about 0.05 mm."""
     steps = rng.normal(0, 0.02, (n, 6)) * np.array([1, 1, 1, 0.001, 0.001, 0.001])
     steps[0] = 0
-    return pd.DataFrame(np.cumsum(steps, axis=0), columns=["trans_x", "trans_y", "trans_z", "rot_x", "rot_y", "rot_z"])
+    return pd.DataFrame(np.cumsum(steps, axis=0), columns=list(MOTION))
 
 
-def _first_na(x: np.ndarray) -> np.ndarray:
-    out = np.asarray(x, float).copy()
-    out[0] = np.nan
-    return out
+def _expansions(name: str, x: np.ndarray) -> dict[str, np.ndarray]:
+    """fMRIPrep's ``_derivative1``, ``_power2`` and ``_derivative1_power2`` of a column (n/a first)."""
+    d = np.r_[np.nan, np.diff(x)]
+    return {f"{name}_derivative1": d, f"{name}_power2": x ** 2, f"{name}_derivative1_power2": d ** 2}
 
 
 def confounds(version: str, data: np.ndarray, grid: I.Grid, n_nonsteady: int, seed: str) -> pd.DataFrame:
     """The confounds table fMRIPrep ``version`` writes for a BOLD series ``data`` (X, Y, Z, T).
 
-    - fMRIPrep < 1.2 (``_bold_confounds.tsv``; 1.1.8 docs/outputs.rst): ``CSF``, ``WhiteMatter``,
+    - < 1.2 (``_bold_confounds.tsv``; docs/outputs.rst at 1.1.8): ``CSF``, ``WhiteMatter``,
       ``GlobalSignal``, ``stdDVARS``, ``non-stdDVARS``, ``vx-wisestdDVARS``,
       ``FramewiseDisplacement``, ``tCompCorXX``, ``aCompCorXX``, ``NonSteadyStateOutlierXX``,
       ``X Y Z RotX RotY RotZ``;
-    - fMRIPrep 1.2-1.5 (``desc-confounds_regressors.tsv``; 1.5.0 docs/outputs.rst): snake case,
-      no ``_derivative1``/``_power2`` expansions;
-    - fMRIPrep 20.x and later (``desc-confounds_timeseries.tsv``; 20.2.0 and 24.1.0
-      docs/outputs.rst): expansions ``_derivative1``, ``_power2``, ``_derivative1_power2`` of the
-      motion parameters and of ``csf``, ``white_matter``, ``global_signal``; ``rmsd``,
-      ``c_comp_cor``/``w_comp_cor``, ``motion_outlierXX`` columns.
+    - 1.2-1.5 (``desc-confounds_regressors.tsv``; docs/outputs.rst at 1.5.0): the same in snake
+      case (``trans_x`` ... ``rot_z``, ``t_comp_cor_00``, ``cosine00``), no expansions;
+    - 20.x and later (``desc-confounds_timeseries.tsv``; docs/outputs.rst at 20.2.0 and 24.1.0):
+      ``_derivative1``, ``_power2``, ``_derivative1_power2`` of the motion parameters and of
+      ``csf``, ``white_matter``, ``global_signal``; ``rmsd``; ``c_comp_cor``/``w_comp_cor``.
 
-    ``non_steady_state_outlierXX`` columns (one per leading non-steady-state volume, ``1`` at that
-    volume) are written when ``n_nonsteady`` > 0, as fMRIPrep does.
+    ``non_steady_state_outlierXX`` (one column per leading non-steady-state volume, 1 at that
+    volume) when ``n_nonsteady`` > 0, as fMRIPrep writes them; ``n/a`` where fMRIPrep writes it
+    (first row of differences).
     """
-    major = _major(version)
     n = data.shape[-1]
     rng = F.rng_for(seed, "confounds")
-    inside = I.brain(grid)
-    series = data[inside].astype(float)                  # (V, T)
+    series = data[I.brain(grid)].astype(float)          # (V, T)
     order = rng.permutation(series.shape[0])
     wm = series[order[: len(order) // 4]].mean(0)
     csf = series[order[len(order) // 4: len(order) // 3]].mean(0)
     glob = series.mean(0)
-    dv = np.r_[np.nan, np.sqrt(np.mean(np.diff(series, axis=1) ** 2, axis=0))]
+    dvars = np.r_[np.nan, np.sqrt(np.mean(np.diff(series, axis=1) ** 2, axis=0))]
+    std_dvars = dvars / np.nanmedian(dvars)
     motion = _motion(rng, n)
-    diffs = np.abs(np.diff(motion.to_numpy(), axis=0))
-    fd = np.r_[np.nan, diffs[:, :3].sum(1) + 50 * diffs[:, 3:].sum(1)]
-    comp = lambda k: rng.standard_normal((n, k)) / np.sqrt(n)  # noqa: E731
-    spikes = [np.eye(n)[i] for i in range(n_nonsteady)]
+    step = np.abs(np.diff(motion.to_numpy(), axis=0))
+    fd = np.r_[np.nan, step[:, :3].sum(1) + 50 * step[:, 3:].sum(1)]   # Power et al. 2012, 50 mm head
 
-    if major < 1.2:                                     # CamelCase names of fMRIPrep 1.0-1.1
-        table = {"CSF": csf, "WhiteMatter": wm, "GlobalSignal": glob, "stdDVARS": dv / np.nanmedian(dv),
-                 "non-stdDVARS": dv, "vx-wisestdDVARS": dv / np.nanmedian(dv) * 1.1, "FramewiseDisplacement": fd}
-        table.update({f"tCompCor{i:02d}": c for i, c in enumerate(comp(6).T)})
-        table.update({f"aCompCor{i:02d}": c for i, c in enumerate(comp(6).T)})
-        table.update({f"NonSteadyStateOutlier{i:02d}": s for i, s in enumerate(spikes)})
-        for old, new in zip(("X", "Y", "Z", "RotX", "RotY", "RotZ"), motion.columns):
-            table[old] = motion[new].to_numpy()
+    def components(prefix: str, k: int) -> dict[str, np.ndarray]:
+        return {f"{prefix}{i:02d}": c for i, c in enumerate(rng.standard_normal((k, n)) / np.sqrt(n))}
+
+    spikes = {i: np.eye(n)[i] for i in range(n_nonsteady)}
+    if version_tuple(version) < (1, 2):                 # CamelCase names of fMRIPrep 1.0-1.1
+        table = {"CSF": csf, "WhiteMatter": wm, "GlobalSignal": glob, "stdDVARS": std_dvars,
+                 "non-stdDVARS": dvars, "vx-wisestdDVARS": std_dvars * 1.1, "FramewiseDisplacement": fd,
+                 **components("tCompCor", 6), **components("aCompCor", 6),
+                 **{f"NonSteadyStateOutlier{i:02d}": x for i, x in spikes.items()}}
+        table.update({old: motion[new].to_numpy() for old, new in zip(("X", "Y", "Z", "RotX", "RotY", "RotZ"),
+                                                                       MOTION)})
         return pd.DataFrame(table)
-
-    expand = major >= 20
+    expand = version_tuple(version) >= (20, 0)
     table = {}
     for name, x in (("csf", csf), ("white_matter", wm), ("global_signal", glob)):
         table[name] = x
-        if expand:
-            d = _first_na(np.r_[0.0, np.diff(x)])
-            table.update({f"{name}_derivative1": d, f"{name}_power2": x ** 2, f"{name}_derivative1_power2": d ** 2})
-    table.update({"std_dvars": dv / np.nanmedian(dv), "dvars": dv, "framewise_displacement": fd})
+        table.update(_expansions(name, x) if expand else {})
+    table.update({"std_dvars": std_dvars, "dvars": dvars, "framewise_displacement": fd})
     if expand:
-        table["rmsd"] = _first_na(fd / 3)
-    table.update({f"t_comp_cor_{i:02d}": c for i, c in enumerate(comp(6).T)})
+        table["rmsd"] = np.r_[np.nan, fd[1:] / 3]
+    table.update(components("t_comp_cor_", 6))
     if expand:
-        table.update({f"c_comp_cor_{i:02d}": c for i, c in enumerate(comp(5).T)})
-        table.update({f"w_comp_cor_{i:02d}": c for i, c in enumerate(comp(5).T)})
-    table.update({f"a_comp_cor_{i:02d}": c for i, c in enumerate(comp(6).T)})
+        table.update({**components("c_comp_cor_", 5), **components("w_comp_cor_", 5)})
+    table.update(components("a_comp_cor_", 6))
     table["cosine00"] = np.cos(np.pi * (np.arange(n) + 0.5) / n)
-    table.update({f"non_steady_state_outlier{i:02d}": s for i, s in enumerate(spikes)})
-    for col in motion.columns:
-        x = motion[col].to_numpy()
-        table[col] = x
-        if expand:
-            d = _first_na(np.r_[0.0, np.diff(x)])
-            table.update({f"{col}_derivative1": d, f"{col}_power2": x ** 2, f"{col}_derivative1_power2": d ** 2})
+    table.update({f"non_steady_state_outlier{i:02d}": x for i, x in spikes.items()})
+    for name in MOTION:
+        x = motion[name].to_numpy()
+        table[name] = x
+        table.update(_expansions(name, x) if expand else {})
     return pd.DataFrame(table)
-
-
-def _major(version: str) -> float:
-    """``"1.5.10"`` -> 1.5, ``"20.2.0rc0"`` -> 20.2, ``"24.1.1"`` -> 24.1."""
-    match = re.match(r"(\d+)\.(\d+)", version)
-    return float(f"{match.group(1)}.{match.group(2)}")
 
 
 @dataclass
@@ -232,10 +235,11 @@ class FMRIPrep:
         itself from 21.0 on: ``--output-layout bids``).
     version : str
         The fMRIPrep version whose names are written: < 1.2 (``bold_space-…_preproc``), 1.2-1.5
-        (``desc-preproc_bold``, ``desc-confounds_regressors``), 20.x (``desc-confounds_timeseries``),
-        21.0+ (``--output-layout bids``), 23.2+ (``desc-hmc``/``desc-coreg`` boldrefs and xfms).
+        (``desc-preproc_bold``, ``desc-confounds_regressors``), 20.x (``desc-confounds_timeseries``,
+        ``run-01`` written ``run-1``), 23.2+ (``desc-hmc``/``desc-coreg`` boldrefs and transforms).
     spaces : tuple of str
-        ``--output-spaces``, in fMRIPrep's syntax (``MNI152NLin2009cAsym:res-2``).
+        ``--output-spaces``, in fMRIPrep's syntax (``MNI152NLin2009cAsym:res-2``); the first is the
+        one whose files :meth:`func` and :meth:`anat` return.
     """
 
     root: Path
@@ -243,151 +247,139 @@ class FMRIPrep:
     spaces: tuple[str, ...] = ("MNI152NLin2009cAsym:res-2",)
     n_volumes: int = N_VOLUMES
     tr: float = TR
-    written: list[Path] = field(default_factory=list)
 
     @property
-    def major(self) -> float:
-        return _major(self.version)
+    def v(self) -> tuple[int, int]:
+        return version_tuple(self.version)
 
     def describe(self, source: str | None = None) -> Path:
         """``dataset_description.json`` as this version writes it (fmriprep/utils/bids.py)."""
-        url = f"https://github.com/{'nipreps' if self.major >= 21 else 'poldracklab'}/fmriprep/archive/{self.version}.tar.gz"
-        if self.major < 1.2:
-            desc = {"Name": "fMRIPrep output", "BIDSVersion": "1.1.1",
-                    "PipelineDescription": {"Name": "fMRIPrep", "Version": self.version, "CodeURL": url},
-                    "CodeURL": "https://github.com/poldracklab/fmriprep"}
-        elif self.major < 20:
-            desc = {"Name": "fMRIPrep - fMRI PREProcessing workflow", "BIDSVersion": "1.1.1",
-                    "PipelineDescription": {"Name": "fMRIPrep", "Version": self.version, "CodeURL": url},
+        org = "nipreps" if self.v >= (21, 0) else "poldracklab"
+        url = f"https://github.com/{org}/fmriprep/archive/{self.version}.tar.gz"
+        pipeline = {"Name": "fMRIPrep", "Version": self.version, "CodeURL": url}
+        if self.v < (20, 0):                            # BIDS-Derivatives RC1: PipelineDescription
+            desc = {"Name": "fMRIPrep output" if self.v < (1, 2) else "fMRIPrep - fMRI PREProcessing workflow",
+                    "BIDSVersion": "1.1.1", "PipelineDescription": pipeline,
                     "CodeURL": "https://github.com/poldracklab/fmriprep"}
         else:
             desc = {"Name": "fMRIPrep - fMRI PREProcessing workflow", "BIDSVersion": "1.4.0",
-                    "DatasetType": "derivative",
-                    "GeneratedBy": [{"Name": "fMRIPrep", "Version": self.version, "CodeURL": url}]}
-            if self.major >= 23 and source:
+                    "DatasetType": "derivative", "GeneratedBy": [pipeline]}
+            if self.v >= (23, 0) and source:
                 desc["DatasetLinks"] = {"raw": source}
         desc["HowToAcknowledge"] = ("Please cite our paper (https://doi.org/10.1038/s41592-018-0235-4), and "
-                                    "include the generated citation boilerplate within the Methods section of the text.")
+                                    "include the generated citation boilerplate within the Methods section "
+                                    "of the text.")
         return F.json_file(self.root / "dataset_description.json", desc)
 
-    def _nii(self, path: Path, data, grid: I.Grid, tr=None) -> Path:
-        self.written.append(path)
-        return F.nifti(path, data, grid.affine, tr=tr)
-
-    def _empty(self, path: Path) -> Path:
-        self.written.append(path)
-        return F.placeholder(path)
-
-    def func(self, sub: str, ses: str | None, task: str, run: str | None, n_nonsteady: int = 0,
-             space: str | None = None) -> Run:
-        """One BOLD run in every output space; returns the files of ``space`` (default: the first)."""
-        run_label = str(int(run)) if (run and run.isdigit() and self.major >= 20) else run
-        stem = entities(sub, ses, task, run_label)
+    def func(self, sub: str, ses: str | None, task: str, run: str | None, n_nonsteady: int = 0) -> Run:
+        """One BOLD run in every output space; returns the files of the first space."""
+        if run and run.isdigit() and self.v >= (20, 0):
+            run = str(int(run))                         # fMRIPrep 20+ writes the run index unpadded
+        stem = entities(sub, ses, task, run)
         folder = subject_dir(self.root, sub, ses, "func")
-        chosen = space or self.spaces[0]
-        used = Run(name=entities(sub, ses, task, run_label).split("_", 1)[1])
-        chosen_grid = chosen_data = None
+        used = Run(name=stem.split("_", 1)[1])
+        first = None
         for sp in self.spaces:
             grid = I.template_grid(sp.split(":")[0])
             data = I.bold(grid, self.n_volumes, F.rng_for(stem, sp), n_nonsteady)
-            ent = space_entities(sp)
-            if self.major < 1.2:
-                name_sp = ent.replace("_res-2", "")
-                bold = self._nii(folder / f"{stem}_bold_{name_sp}_preproc.nii.gz", data, grid, self.tr)
-                mask = self._nii(folder / f"{stem}_bold_{name_sp}_brainmask.nii.gz", I.mask(grid), grid)
+            if self.v < (1, 2):
+                ent = space_entities(sp.split(":")[0])
+                bold = F.nifti(folder / f"{stem}_bold_{ent}_preproc.nii.gz", data, grid.affine, tr=self.tr)
+                mask = F.nifti(folder / f"{stem}_bold_{ent}_brainmask.nii.gz", I.mask(grid), grid.affine)
             else:
-                bold = self._nii(folder / f"{stem}_{ent}_desc-preproc_bold.nii.gz", data, grid, self.tr)
-                mask = self._nii(folder / f"{stem}_{ent}_desc-brain_mask.nii.gz", I.mask(grid), grid)
-                self._nii(folder / f"{stem}_{ent}_boldref.nii.gz", I.anatomy(grid, F.rng_for(stem, sp, "ref")), grid)
-                if self.major >= 1.4:
+                ent = space_entities(sp)
+                bold = F.nifti(folder / f"{stem}_{ent}_desc-preproc_bold.nii.gz", data, grid.affine, tr=self.tr)
+                mask = F.nifti(folder / f"{stem}_{ent}_desc-brain_mask.nii.gz", I.mask(grid), grid.affine)
+                F.nifti(folder / f"{stem}_{ent}_boldref.nii.gz", I.anatomy(grid, F.rng_for(stem, sp, "ref")),
+                        grid.affine)
+                if self.v >= (1, 4):
                     F.json_file(folder / f"{stem}_{ent}_desc-preproc_bold.json",
                                 {"RepetitionTime": self.tr, "SkullStripped": False, "TaskName": task,
                                  **({"Resolution": "2mm, isotropic"} if "res-2" in ent else {})})
-            if sp == chosen:
-                used.bold, used.mask, chosen_grid, chosen_data = bold, mask, grid, data
-        table = confounds(self.version, chosen_data, chosen_grid, n_nonsteady, stem)
-        if self.major < 1.2:
+            if first is None:
+                used.bold, used.mask, first = bold, mask, (grid, data)
+        table = confounds(self.version, first[1], first[0], n_nonsteady, stem)
+        if self.v < (1, 2):
             used.confounds = F.tsv(folder / f"{stem}_bold_confounds.tsv", table)
-        elif self.major < 20:
+        elif self.v < (20, 0):
             used.confounds = F.tsv(folder / f"{stem}_desc-confounds_regressors.tsv", table)
-            if self.major >= 1.5:
-                F.json_file(folder / f"{stem}_desc-confounds_regressors.json", _compcor_metadata())
+            if self.v >= (1, 5):
+                F.json_file(folder / f"{stem}_desc-confounds_regressors.json", compcor_metadata())
         else:
             used.confounds = F.tsv(folder / f"{stem}_desc-confounds_timeseries.tsv", table)
-            F.json_file(folder / f"{stem}_desc-confounds_timeseries.json", _compcor_metadata())
-        self.written.append(used.confounds)
-        # outputs painplast never reads: transforms, reports (empty, as in bids-examples)
-        if self.major >= 23.2:
-            self._nii(folder / f"{stem}_desc-hmc_boldref.nii.gz", I.anatomy(I.native_grid(), F.rng_for(stem, "hmc")),
-                      I.native_grid())
-            self._nii(folder / f"{stem}_desc-coreg_boldref.nii.gz", I.anatomy(I.native_grid(), F.rng_for(stem, "coreg")),
-                      I.native_grid())
-            self._empty(folder / f"{stem}_from-orig_to-boldref_mode-image_desc-hmc_xfm.txt")
-            self._empty(folder / f"{stem}_from-boldref_to-T1w_mode-image_desc-coreg_xfm.txt")
-        elif self.major >= 20:
-            self._empty(folder / f"{stem}_from-scanner_to-T1w_mode-image_xfm.txt")
-            self._empty(folder / f"{stem}_from-T1w_to-scanner_mode-image_xfm.txt")
-        figures = self.root / f"sub-{sub}" / "figures"
-        for kind in ("carpetplot", "confoundcorr", "rois", "summary"):
-            self._empty(figures / f"{stem}_desc-{kind}_bold.{'html' if kind == 'summary' else 'svg'}")
+            F.json_file(folder / f"{stem}_desc-confounds_timeseries.json", compcor_metadata())
+        # what painplast never reads: references in the scanner grid, transforms, figures
+        native = I.native_grid()
+        if self.v >= (23, 2):
+            for desc in ("hmc", "coreg"):
+                F.nifti(folder / f"{stem}_desc-{desc}_boldref.nii.gz", I.anatomy(native, F.rng_for(stem, desc)),
+                        native.affine, template=False)
+            F.placeholder(folder / f"{stem}_from-orig_to-boldref_mode-image_desc-hmc_xfm.txt")
+            F.placeholder(folder / f"{stem}_from-boldref_to-T1w_mode-image_desc-coreg_xfm.txt")
+        elif self.v >= (20, 0):
+            F.placeholder(folder / f"{stem}_from-scanner_to-T1w_mode-image_xfm.txt")
+            F.placeholder(folder / f"{stem}_from-T1w_to-scanner_mode-image_xfm.txt")
+        for kind, ext in (("carpetplot", "svg"), ("confoundcorr", "svg"), ("rois", "svg"), ("summary", "html")):
+            F.placeholder(self.root / f"sub-{sub}" / "figures" / f"{stem}_desc-{kind}_bold.{ext}")
         return used
 
-    def anat(self, sub: str, ses: str | None = None, space: str | None = None) -> Path:
-        """Anatomical outputs (T1w space and every output space); returns the GM map of ``space``."""
+    def anat(self, sub: str, ses: str | None = None) -> Path:
+        """Anatomical outputs (T1w space and every output space); returns the first space's GM map."""
         stem = entities(sub, ses)
         folder = subject_dir(self.root, sub, ses, "anat")
-        native = I.template_grid("MNI152NLin2009cAsym", 12.0)   # "T1w space": another grid
-        chosen = space or self.spaces[0]
-        gm_used = None
-        if self.major < 1.2:
-            self._nii(folder / f"{stem}_T1w_preproc.nii.gz", I.anatomy(native, F.rng_for(stem, "t1")), native)
-            self._nii(folder / f"{stem}_T1w_brainmask.nii.gz", I.mask(native), native)
-            self._nii(folder / f"{stem}_T1w_class-GM_probtissue.nii.gz", I.probability(native, F.rng_for(stem, "gmn")), native)
+        t1w = I.template_grid("MNI152NLin2009cAsym", 12.0)          # "T1w space": another grid
+
+        def nii(name: str, data, grid: I.Grid) -> Path:
+            return F.nifti(folder / f"{stem}_{name}.nii.gz", data, grid.affine)
+
+        def rng(*parts):
+            return F.rng_for(stem, *parts)
+
+        gm = []
+        if self.v < (1, 2):
+            nii("T1w_preproc", I.anatomy(t1w, rng("t1")), t1w)
+            nii("T1w_brainmask", I.mask(t1w), t1w)
+            nii("T1w_class-GM_probtissue", I.probability(t1w, rng("gm")), t1w)
             for sp in self.spaces:
-                grid = I.template_grid(sp.split(":")[0])
-                ent = space_entities(sp).replace("_res-2", "")
-                gm = self._nii(folder / f"{stem}_T1w_{ent}_class-GM_probtissue.nii.gz",
-                               I.probability(grid, F.rng_for(stem, sp, "gm")), grid)
-                self._nii(folder / f"{stem}_T1w_{ent}_class-WM_probtissue.nii.gz",
-                          I.probability(grid, F.rng_for(stem, sp, "wm")), grid)
-                self._nii(folder / f"{stem}_T1w_{ent}_brainmask.nii.gz", I.mask(grid), grid)
-                self._nii(folder / f"{stem}_T1w_{ent}_preproc.nii.gz", I.anatomy(grid, F.rng_for(stem, sp, "t1")), grid)
-                self._empty(folder / f"{stem}_T1w_target-{sp.split(':')[0]}_warp.h5")
-                if sp == chosen:
-                    gm_used = gm
-            return gm_used
-        self._nii(folder / f"{stem}_desc-preproc_T1w.nii.gz", I.anatomy(native, F.rng_for(stem, "t1")), native)
-        self._nii(folder / f"{stem}_desc-brain_mask.nii.gz", I.mask(native), native)
-        self._nii(folder / f"{stem}_dseg.nii.gz", I.dseg(native, F.rng_for(stem, "dseg")), native)
+                tpl = sp.split(":")[0]
+                grid = I.template_grid(tpl)
+                gm.append(nii(f"T1w_space-{tpl}_class-GM_probtissue", I.probability(grid, rng(sp, "gm")), grid))
+                nii(f"T1w_space-{tpl}_class-WM_probtissue", I.probability(grid, rng(sp, "wm")), grid)
+                nii(f"T1w_space-{tpl}_brainmask", I.mask(grid), grid)
+                nii(f"T1w_space-{tpl}_preproc", I.anatomy(grid, rng(sp, "t1")), grid)
+                F.placeholder(folder / f"{stem}_T1w_target-{tpl}_warp.h5")
+                F.placeholder(folder / f"{stem}_T1w_space-{tpl}_target-T1w_warp.h5")
+            return gm[0]
+        nii("desc-preproc_T1w", I.anatomy(t1w, rng("t1")), t1w)
+        nii("desc-brain_mask", I.mask(t1w), t1w)
+        nii("dseg", I.dseg(t1w, rng("dseg")), t1w)
         for label in ("CSF", "GM", "WM"):
-            self._nii(folder / f"{stem}_label-{label}_probseg.nii.gz",
-                      I.probability(native, F.rng_for(stem, label)), native)
+            nii(f"label-{label}_probseg", I.probability(t1w, rng(label)), t1w)
         for sp in self.spaces:
-            grid = I.template_grid(sp.split(":")[0])
-            ent = space_entities(sp)
-            tpl = sp.split(":")[0]
-            self._nii(folder / f"{stem}_{ent}_desc-preproc_T1w.nii.gz", I.anatomy(grid, F.rng_for(stem, sp, "t1")), grid)
-            self._nii(folder / f"{stem}_{ent}_desc-brain_mask.nii.gz", I.mask(grid), grid)
-            self._nii(folder / f"{stem}_{ent}_dseg.nii.gz", I.dseg(grid, F.rng_for(stem, sp, "dseg")), grid)
+            tpl, ent = sp.split(":")[0], space_entities(sp)
+            grid = I.template_grid(tpl)
+            nii(f"{ent}_desc-preproc_T1w", I.anatomy(grid, rng(sp, "t1")), grid)
+            nii(f"{ent}_desc-brain_mask", I.mask(grid), grid)
+            nii(f"{ent}_dseg", I.dseg(grid, rng(sp, "dseg")), grid)
             for label in ("CSF", "GM", "WM"):
-                path = self._nii(folder / f"{stem}_{ent}_label-{label}_probseg.nii.gz",
-                                 I.probability(grid, F.rng_for(stem, sp, label)), grid)
-                if label == "GM" and sp == chosen:
-                    gm_used = path
-            self._empty(folder / f"{stem}_from-{tpl}_to-T1w_mode-image_xfm.h5")
-            self._empty(folder / f"{stem}_from-T1w_to-{tpl}_mode-image_xfm.h5")
-        self._empty(folder / f"{stem}_from-T1w_to-fsnative_mode-image_xfm.txt")
-        self._empty(folder / f"{stem}_from-fsnative_to-T1w_mode-image_xfm.txt")
+                path = nii(f"{ent}_label-{label}_probseg", I.probability(grid, rng(sp, label)), grid)
+                gm += [path] if label == "GM" else []
+            F.placeholder(folder / f"{stem}_from-{tpl}_to-T1w_mode-image_xfm.h5")
+            F.placeholder(folder / f"{stem}_from-T1w_to-{tpl}_mode-image_xfm.h5")
+        F.placeholder(folder / f"{stem}_from-T1w_to-fsnative_mode-image_xfm.txt")
+        F.placeholder(folder / f"{stem}_from-fsnative_to-T1w_mode-image_xfm.txt")
         for hemi in ("L", "R"):
-            for surf in ("midthickness", "pial", "smoothwm" if self.major < 23 else "white"):
-                self._empty(folder / f"{stem}_hemi-{hemi}_{surf}.surf.gii")
-        return gm_used
+            for surf in ("midthickness", "pial", "smoothwm" if self.v < (23, 0) else "white"):
+                F.placeholder(folder / f"{stem}_hemi-{hemi}_{surf}.surf.gii")
+        return gm[0]
 
     def report(self, sub: str) -> Path:
-        return self._empty(self.root / f"sub-{sub}.html")
+        """The participant's HTML report (empty)."""
+        return F.placeholder(self.root / f"sub-{sub}.html")
 
 
-def _compcor_metadata() -> dict:
+def compcor_metadata() -> dict:
+    """Confounds JSON of fMRIPrep >= 1.5: aCompCor components and their metadata (abridged)."""
     return {f"a_comp_cor_{i:02d}": {"Mask": "combined", "Method": "aCompCor", "Retained": True,
                                      "VarianceExplained": round(0.1 / (i + 1), 4)} for i in range(6)}
 
@@ -395,24 +387,27 @@ def _compcor_metadata() -> dict:
 # ------------------------------------------------------------------------------ CAT12
 
 def cat12_session(root: Path, sub: str, ses: str | None) -> Path:
-    """CAT12 output of one T1w in BIDS mode: ``<root>/sub-X/[ses-Y/]anat/mri/mwp1sub-X_[ses-Y_]T1w.nii``.
+    """CAT12 output of one T1w in BIDS mode: ``sub-X/[ses-Y/]anat/mri/mwp1sub-X_[ses-Y_]T1w.nii``.
 
-    Folder and names as CAT12 12.6+ writes them for BIDS input (e.g.
-    ``derivatives/cat12-12.6_vbm/sub-ICAAR017/ses-V1/anat/mri/mwp1sub-ICAAR017_ses-V1_acq-s03_T1w.nii``
-    in neurospin's ns-datasets); images uncompressed ``.nii``, on CAT12's flipped-x grid.
+    Folder and names as CAT12 12.6+ writes them for BIDS input (e.g. ``derivatives/cat12-12.6_vbm/
+    sub-ICAAR017/ses-V1/anat/mri/mwp1sub-ICAAR017_ses-V1_acq-s03_T1w.nii`` in neurospin's
+    ns-datasets); images uncompressed ``.nii`` on CAT12's flipped-x grid, beside ``mwp2`` (white
+    matter), ``wm`` (normalised T1w), ``p0`` (native label image) and the XML/text reports.
     Returns the ``mwp1`` map (modulated, normalised gray matter).
     """
     stem = entities(sub, ses) + "_T1w"
     anat = subject_dir(root, sub, ses, "anat")
     grid = I.cat12_grid()
     native = I.native_grid((20, 24, 20), (8.0, 8.0, 8.0))
-    mwp1 = F.nifti(anat / "mri" / f"mwp1{stem}.nii", I.probability(grid, F.rng_for(stem, "mwp1")), grid.affine)
-    F.nifti(anat / "mri" / f"mwp2{stem}.nii", I.probability(grid, F.rng_for(stem, "mwp2")), grid.affine)
-    F.nifti(anat / "mri" / f"wm{stem}.nii", I.anatomy(grid, F.rng_for(stem, "wm")), grid.affine)
-    F.nifti(anat / "mri" / f"p0{stem}.nii", I.dseg(native, F.rng_for(stem, "p0")).astype(np.float32),
+    mri = anat / "mri"
+    mwp1 = F.nifti(mri / f"mwp1{stem}.nii", I.probability(grid, F.rng_for(stem, "mwp1")), grid.affine)
+    F.nifti(mri / f"mwp2{stem}.nii", I.probability(grid, F.rng_for(stem, "mwp2")), grid.affine)
+    F.nifti(mri / f"wm{stem}.nii", I.anatomy(grid, F.rng_for(stem, "wm")), grid.affine)
+    F.nifti(mri / f"p0{stem}.nii", I.dseg(native, F.rng_for(stem, "p0")).astype(np.float32),
             native.affine, template=False)
-    F.text(anat / "report" / f"cat_{stem}.xml", f"<?xml version=\"1.0\"?>\n<S><filedata><fname>{stem}.nii</fname>"
-           "</filedata><subjectmeasures><vol_TIV>1500.0</vol_TIV></subjectmeasures></S>\n")
+    F.text(anat / "report" / f"cat_{stem}.xml",
+           f"<?xml version=\"1.0\"?>\n<S><filedata><fname>{stem}.nii</fname></filedata>"
+           "<subjectmeasures><vol_TIV>1500.0</vol_TIV></subjectmeasures></S>\n")
     F.text(anat / "report" / f"catlog_{stem}.txt", "CAT12.8.2 r2170\n")
     F.text(anat / "label" / f"catROI_{stem}.xml", "<?xml version=\"1.0\"?>\n<S></S>\n")
     return mwp1
@@ -427,11 +422,13 @@ XCPD_REGIONS = ("LH_Vis_1", "LH_SomMot_1", "LH_DorsAttn_1", "LH_SalVentAttn_1", 
 
 
 def xcpd_description(root: Path, version: str = "0.10.6") -> Path:
-    F.json_file(root / "atlases" / "dataset_description.json",
+    """XCP-D's ``dataset_description.json`` and its ``atlases/`` dataset (BEP038)."""
+    atlases = root / "atlases"
+    F.json_file(atlases / "dataset_description.json",
                 {"Name": "XCP-D atlases", "BIDSVersion": "1.9.0", "DatasetType": "atlas"})
-    for ext, content in (("tsv", "index\tname\n" + "".join(f"{i}\t{r}\n" for i, r in enumerate(XCPD_REGIONS, 1))),
-                         ("json", "{}\n")):
-        F.text(root / "atlases" / "atlas-4S156Parcels" / f"atlas-4S156Parcels_dseg.{ext}", content)
+    labels = "index\tname\n" + "".join(f"{i}\t{r}\n" for i, r in enumerate(XCPD_REGIONS, 1))
+    F.text(atlases / "atlas-4S156Parcels" / "atlas-4S156Parcels_dseg.tsv", labels)
+    F.json_file(atlases / "atlas-4S156Parcels" / "atlas-4S156Parcels_dseg.json", {})
     return F.json_file(root / "dataset_description.json", {
         "Name": "XCP-D: A Robust Postprocessing Pipeline of fMRI data", "BIDSVersion": "1.9.0",
         "DatasetType": "derivative",
@@ -451,17 +448,19 @@ def xcpd_run(root: Path, sub: str, ses: str | None, task: str, run: str | None,
     rng = F.rng_for(stem, "xcpd")
     kept = n_volumes - n_dummy - n_censored
     after_dummy = n_volumes - n_dummy
-    ts = pd.DataFrame(rng.standard_normal((kept, len(XCPD_REGIONS))) @ (np.eye(len(XCPD_REGIONS)) + 0.3),
-                      columns=list(XCPD_REGIONS))
-    used = Run(name=entities(sub, ses, task, run).split("_", 1)[1])
+    mixing = np.eye(len(XCPD_REGIONS)) + 0.3
+    ts = pd.DataFrame(rng.standard_normal((kept, len(XCPD_REGIONS))) @ mixing, columns=list(XCPD_REGIONS))
+    used = Run(name=stem.split("_", 1)[1])
     seg = f"{stem}_space-{space}_seg-4S156Parcels"
     used.timeseries = F.tsv(folder / f"{seg}_stat-mean_timeseries.tsv", ts.round(4))
-    F.json_file(folder / f"{seg}_stat-mean_timeseries.json", {"SamplingFrequency": "TR", "Sources": [
-        f"bids:xcp_d:{'/'.join(folder.relative_to(root).parts)}/{stem}_space-{space}_desc-denoised_bold.nii.gz"]})
+    denoised = f"{'/'.join(folder.relative_to(root).parts)}/{stem}_space-{space}_desc-denoised_bold.nii.gz"
+    # XCP-D writes the string "TR" here (DerivativesDataSink(SamplingFrequency='TR')), not a number
+    F.json_file(folder / f"{seg}_stat-mean_timeseries.json",
+                {"SamplingFrequency": "TR", "Sources": [f"bids:xcp_d:{denoised}"]})
     F.tsv(folder / f"{seg}_stat-coverage_bold.tsv", pd.DataFrame({"Node": XCPD_REGIONS, "coverage": 1.0}))
     corr = np.corrcoef(ts.to_numpy().T)
     F.tsv(folder / f"{seg}_stat-pearsoncorrelation_relmat.tsv",
-          pd.DataFrame(corr, columns=XCPD_REGIONS).assign(Node=list(XCPD_REGIONS))[["Node", *XCPD_REGIONS]])
+          pd.DataFrame({"Node": XCPD_REGIONS, **dict(zip(XCPD_REGIONS, corr))}))
     motion = _motion(rng, after_dummy)
     diffs = np.abs(np.diff(motion.to_numpy(), axis=0))
     motion["framewise_displacement"] = np.r_[0.0, diffs[:, :3].sum(1) + 50 * diffs[:, 3:].sum(1)]
@@ -470,8 +469,9 @@ def xcpd_run(root: Path, sub: str, ses: str | None, task: str, run: str | None,
     outliers[rng.choice(np.arange(5, after_dummy), n_censored, replace=False)] = 1
     F.tsv(folder / f"{stem}_outliers.tsv", pd.DataFrame({"framewise_displacement": outliers}))
     F.tsv(folder / f"{stem}_design.tsv", motion.drop(columns="framewise_displacement"))
-    F.tsv(folder / f"{stem}_space-{space}_desc-linc_qc.tsv",
-          pd.DataFrame({"sub": [sub], "task": [task], "meanFD": [float(motion["framewise_displacement"].mean())]}))
+    mean_fd = float(motion["framewise_displacement"].mean())
+    F.tsv(folder / f"{stem}_space-{space}_desc-linc_qc.tsv", pd.DataFrame({"sub": [sub], "task": [task],
+                                                                           "meanFD": [mean_fd]}))
     grid = I.template_grid(space)
     F.nifti(folder / f"{stem}_space-{space}_desc-denoised_bold.nii.gz",
             I.bold(grid, kept, F.rng_for(stem, "denoised")), grid.affine, tr=TR)
@@ -484,10 +484,12 @@ def xcpd_run(root: Path, sub: str, ses: str | None, task: str, run: str | None,
 
 
 def xcpd_anat(root: Path, sub: str, ses: str | None = None, space: str = "MNI152NLin2009cAsym") -> None:
+    """XCP-D's anatomical outputs in the template space."""
     stem = entities(sub, ses)
     folder = subject_dir(root, sub, ses, "anat")
     grid = I.template_grid(space)
-    F.nifti(folder / f"{stem}_space-{space}_desc-preproc_T1w.nii.gz", I.anatomy(grid, F.rng_for(stem, "xt1")), grid.affine)
+    F.nifti(folder / f"{stem}_space-{space}_desc-preproc_T1w.nii.gz", I.anatomy(grid, F.rng_for(stem, "xt1")),
+            grid.affine)
     F.nifti(folder / f"{stem}_space-{space}_dseg.nii.gz", I.dseg(grid, F.rng_for(stem, "xdseg")), grid.affine)
 
 
@@ -510,5 +512,6 @@ def roi_timeseries(root: Path, sub: str, task: str = "rest", atlas: str = "MIST1
     used.timeseries = F.tsv(folder / f"{stem}_atlas-{atlas}_timeseries.tsv",
                             pd.DataFrame(values.round(4), columns=list(regions)))
     fd = np.r_[np.nan, np.abs(rng.normal(0.08, 0.03, n_volumes - 1))]
-    used.confounds = F.tsv(folder / f"{stem}_desc-confounds_timeseries.tsv", pd.DataFrame({"framewise_displacement": fd}))
+    used.confounds = F.tsv(folder / f"{stem}_desc-confounds_timeseries.tsv",
+                           pd.DataFrame({"framewise_displacement": fd}))
     return used

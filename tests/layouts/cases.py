@@ -7,7 +7,8 @@ connectivity keeps a participant with at least 50 volumes after censoring). Grou
 ``--n-permutations 50`` only at the group level, as BIDS-Apps users pass group options; the
 participant outputs must survive it (issue 14, point 5).
 
-Every builder's first line says where its names come from.
+Every case's ``source`` (one line, in :data:`CASES`) says where its names come from; the
+builders' docstrings say what they write.
 """
 from __future__ import annotations
 
@@ -34,9 +35,10 @@ def _table(subs, **columns) -> pd.DataFrame:
 
 
 def _default_table(subs=TWO) -> pd.DataFrame:
-    groups = ["patient", "control"] * len(subs)
-    return _table(subs, age=[34 + 7 * i for i in range(len(subs))], sex=["F", "M"] * (len(subs) // 2) + ["F"] * (len(subs) % 2),
-                  group=groups[: len(subs)])
+    """participants.tsv as painplast documents it: age, sex M/F, group patient/control."""
+    n = len(subs)
+    return _table(subs, age=[34 + 7 * i for i in range(n)], sex=(["F", "M"] * n)[:n],
+                  group=(["patient", "control"] * n)[:n])
 
 
 def _raw(root: Path, name: str, table: pd.DataFrame, sidecar: dict | None = None,
@@ -65,19 +67,43 @@ def _rest_and_anat(root: Path, prep: P.FMRIPrep, subs=TWO, task: str = "rest", n
         prep.report(s)
 
 
-def _connectivity_and_structure(subs, runs, gm: str, prefix: str = "bids/derivatives/fmriprep") -> dict:
-    """Expected sidecars: connectivity with ``runs``, structure with the GM map ``gm``."""
+PREP = "bids/derivatives/fmriprep"
+SPACE_24 = "space-MNI152NLin2009cAsym_res-2"
+
+
+def _run_inputs(prep: str, s: str, ses: str | None, task: str, run: str | None, space: str = SPACE_24,
+                confounds: str = "desc-confounds_timeseries", events: bool = False) -> tuple[str, ...]:
+    """The files of one fMRIPrep run a sidecar must list: the preprocessed BOLD and its confounds
+    (so that neither the confounds file nor another pipeline's file stands in for the run), and
+    the raw events of a task run."""
+    stem = P.entities(s, ses, task, run)
+    func = f"{prep}/sub-{s}/" + (f"ses-{ses}/" if ses else "") + "func"
+    files = (f"{func}/{stem}_{space}_desc-preproc_bold.nii.gz", f"{func}/{stem}_{confounds}.tsv")
+    if events:
+        files += ("bids/" + f"sub-{s}/" + (f"ses-{ses}/" if ses else "") + f"func/{stem}_events.tsv",)
+    return files
+
+
+def _runs_sidecar(prep: str, s: str, ses: str | None, task: str, runs=(None,), **kwargs) -> Sidecar:
+    """A sidecar listing ``runs`` of ``task`` (named as painplast's ``Run.name``) and their files."""
+    names = tuple(P.entities(s, ses, task, run).split("_", 1)[1] for run in runs)
+    files = tuple(f for run in runs for f in _run_inputs(prep, s, ses, task, run, **kwargs))
+    return Sidecar(runs=names, inputs=files)
+
+
+def _connectivity_and_structure(subs, gm: str, prep: str = PREP, runs=(None,), **kwargs) -> dict:
+    """Expected sidecars: connectivity on the rest ``runs``, structure on the GM map ``gm``."""
     out = {}
     for s in subs:
-        out[f"sub-{s}", None, "connectivity"] = Sidecar(runs=tuple(runs))
-        out[f"sub-{s}", None, "structure"] = Sidecar(inputs=(f"{prefix}/sub-{s}/{gm.format(s=s)}",))
+        out[f"sub-{s}", None, "connectivity"] = _runs_sidecar(prep, s, None, "rest", runs, **kwargs)
+        out[f"sub-{s}", None, "structure"] = Sidecar(inputs=(f"{prep}/sub-{s}/{gm.format(s=s)}",))
     return out
 
 
 # ------------------------------------------------------------------------------ fMRIPrep versions
 
 def build_ds000001(root: Path) -> None:
-    """bids-examples ds001 (raw) + ds000001-fmriprep (fMRIPrep 20.2.0rc0): every derivative name copied."""
+    """bids-examples' ds001 (raw) and ds000001-fmriprep (fMRIPrep 20.2.0rc0), every name copied."""
     bids = root / "bids"
     subs = tuple(DS1.PARTICIPANTS)
     P.raw_description(bids, "Balloon Analog Risk-taking Task", BIDSVersion="1.0.0",
@@ -92,8 +118,8 @@ def build_ds000001(root: Path) -> None:
     for s in subs:
         P.raw_anat(bids, s)
         grid = I.native_grid((20, 24, 20), (8.0, 8.0, 8.0))
-        F.nifti(bids / f"sub-{s}/anat/sub-{s}_inplaneT2.nii.gz", I.anatomy(grid, F.rng_for(s, "t2")), grid.affine,
-                template=False)
+        F.nifti(bids / f"sub-{s}/anat/sub-{s}_inplaneT2.nii.gz", I.anatomy(grid, F.rng_for(s, "t2")),
+                grid.affine, template=False)
         for run in ("01", "02", "03"):
             P.raw_bold(bids, s, None, "balloonanalogrisktask", run, n_volumes=n,
                        events=P.bart_events(f"{s}{run}", n_volumes=n))
@@ -101,8 +127,10 @@ def build_ds000001(root: Path) -> None:
 
 
 def _write_ds000001_fmriprep(prep: Path, subs, n_volumes: int) -> None:
-    F.text(prep / ".bidsignore", "*.html\nlogs/\nfigures/\n*_xfm.*\n*.surf.gii\n*_boldref.nii.gz\n*_bold.func.gii\n"
-                                 "*_mixing.tsv\n*_AROMAnoiseICs.csv\n*_timeseries.tsv\n")
+    """Every file of bids-examples' ds000001-fmriprep: real NIfTIs on the grid its space names,
+    its JSON sidecars, confounds made from the BOLD series, empty files for the rest."""
+    F.text(prep / ".bidsignore", "*.html\nlogs/\nfigures/\n*_xfm.*\n*.surf.gii\n*_boldref.nii.gz\n"
+                                 "*_bold.func.gii\n*_mixing.tsv\n*_AROMAnoiseICs.csv\n*_timeseries.tsv\n")
     F.placeholder(prep / ".SKIP_VALIDATION")
     F.text(prep / "README", "Outputs of fMRIPrep 20.2.0rc0 on four participants of OpenNeuro ds000001 "
                             "(bids-examples ds000001-fmriprep), with tiny images.\n")
@@ -117,30 +145,28 @@ def _write_ds000001_fmriprep(prep: Path, subs, n_volumes: int) -> None:
         F.placeholder(prep / f"sub-{s}" / "log" / DS1.LOG_RUNS[s] / "fmriprep.toml")
         bolds = {}
         for template in DS1.SUBJECT:
-            rel = template.format(sub=s)
-            path = prep / f"sub-{s}" / rel
+            path = prep / f"sub-{s}" / template.format(sub=s)
             name = path.name
             space = next((sp for sp in I.TEMPLATES if f"space-{sp}_" in name), None)
             grid = I.template_grid(space) if space else I.template_grid("MNI152NLin2009cAsym", 12.0)
             rng = F.rng_for(s, name)
-            if name.endswith(".nii.gz"):
-                if name.endswith("_bold.nii.gz"):
-                    data = I.bold(grid, n_volumes, rng)
-                    if "desc-preproc" in name:
-                        bolds[name.split("_space-")[0]] = (grid, data)
-                    F.nifti(path, data, grid.affine, tr=2.0)
-                elif name.endswith("_mask.nii.gz"):
-                    F.nifti(path, I.mask(grid), grid.affine)
-                elif name.endswith("_probseg.nii.gz"):
-                    F.nifti(path, I.probability(grid, rng), grid.affine)
-                elif name.endswith("_dseg.nii.gz"):
-                    F.nifti(path, I.dseg(grid, rng), grid.affine)
-                else:                                   # _T1w, _boldref
-                    F.nifti(path, I.anatomy(grid, rng), grid.affine)
+            if name.endswith("_bold.nii.gz"):
+                data = I.bold(grid, n_volumes, rng)
+                if "desc-preproc" in name:
+                    bolds[name.split("_space-")[0]] = (grid, data)
+                F.nifti(path, data, grid.affine, tr=2.0)
+            elif name.endswith("_mask.nii.gz"):
+                F.nifti(path, I.mask(grid), grid.affine)
+            elif name.endswith("_probseg.nii.gz"):
+                F.nifti(path, I.probability(grid, rng), grid.affine)
+            elif name.endswith("_dseg.nii.gz"):
+                F.nifti(path, I.dseg(grid, rng), grid.affine)
+            elif name.endswith(".nii.gz"):                  # _T1w, _boldref
+                F.nifti(path, I.anatomy(grid, rng), grid.affine)
             elif name.endswith(".json"):
                 F.json_file(path, _ds000001_sidecar(s, name))
             elif not name.endswith("_desc-confounds_timeseries.tsv"):
-                F.placeholder(path)                     # reports, transforms, surfaces, MELODIC
+                F.placeholder(path)                         # reports, transforms, surfaces, MELODIC
         for stem, (grid, data) in bolds.items():
             F.tsv(prep / f"sub-{s}" / "func" / f"{stem}_desc-confounds_timeseries.tsv",
                   P.confounds("20.2.0rc0", data, grid, 0, stem))
@@ -150,11 +176,11 @@ def _ds000001_sidecar(sub: str, name: str) -> dict:
     """The JSON sidecars of ds000001-fmriprep (their keys and values; raw sources with run-0N)."""
     raw_run = f"sub-{sub}/func/{name.split('_space-')[0].replace('_run-', '_run-0')}_bold.nii.gz"
     if name.endswith("desc-confounds_timeseries.json"):
-        return P._compcor_metadata()
+        return P.compcor_metadata()
     if "_task-" in name and name.endswith("desc-preproc_bold.json"):
         return {"RepetitionTime": 2.0, "SkullStripped": False, "TaskName": "balloon analog risk task",
                 "Resolution": "2mm, isotropic"}
-    if "_task-" in name:                                  # run brain mask
+    if "_task-" in name:                                    # run brain mask
         return {"RawSources": [raw_run], "Resolution": "2mm, isotropic"}
     if "space-" in name and name.endswith("desc-brain_mask.json"):
         return {"RawSources": "tpl-MNI152NLin2009cAsym/tpl-MNI152NLin2009cAsym_res-02_desc-brain_mask.nii.gz",
@@ -167,21 +193,21 @@ def _ds000001_sidecar(sub: str, name: str) -> dict:
 
 
 def build_fmriprep_1_1(root: Path) -> None:
-    """fMRIPrep 1.1.8 names (docs/outputs.rst at tag 1.1.8): ``_bold_space-MNI152NLin2009cAsym_preproc``, ``_bold_confounds.tsv``."""
+    """fMRIPrep 1.1.8: ``_bold_space-<space>_preproc``, ``_bold_confounds.tsv`` (CamelCase columns)."""
     _raw(root, "fMRIPrep 1.1 outputs", _default_table())
     prep = P.FMRIPrep(root / "bids" / "derivatives" / "fmriprep", "1.1.8", spaces=("MNI152NLin2009cAsym",))
     _rest_and_anat(root, prep, n_nonsteady=1)
 
 
 def build_fmriprep_1_5(root: Path) -> None:
-    """fMRIPrep 1.5.10 names (docs/outputs.rst at 1.5.0): ``desc-confounds_regressors.tsv``, no ``_derivative1``/``_power2`` columns."""
+    """fMRIPrep 1.5.10: ``desc-confounds_regressors.tsv`` without derivative or quadratic columns."""
     _raw(root, "fMRIPrep 1.5 outputs", _default_table())
     prep = P.FMRIPrep(root / "bids" / "derivatives" / "fmriprep", "1.5.10", spaces=("MNI152NLin2009cAsym",))
     _rest_and_anat(root, prep, n_nonsteady=2)
 
 
 def build_fmriprep_20_2(root: Path) -> None:
-    """fMRIPrep 20.2.7 names (docs/outputs.rst at 20.2.0): ``res-2``, ``desc-confounds_timeseries``; raw ``run-01`` -> ``run-1``."""
+    """fMRIPrep 20.2.7 in two spaces, two rest runs; raw ``run-01`` named ``run-1`` by fMRIPrep."""
     _raw(root, "fMRIPrep 20.2 outputs", _default_table())
     prep = P.FMRIPrep(root / "bids" / "derivatives" / "fmriprep", "20.2.7",
                       spaces=("MNI152NLin2009cAsym:res-2", "MNI152NLin6Asym:res-2"))
@@ -189,7 +215,7 @@ def build_fmriprep_20_2(root: Path) -> None:
 
 
 def build_fmriprep_24_sessions(root: Path) -> None:
-    """fMRIPrep 24.1.1 (docs/outputs.rst at 24.1.0, ``--output-layout bids``): T1w in both sessions -> one anatomy without ``ses``; ``non_steady_state_outlierXX``."""
+    """fMRIPrep 24.1.1, two sessions with a T1w each: one anatomy without ``ses``; sessions.tsv."""
     bids = _raw(root, "fMRIPrep 24.1 outputs, two sessions", _default_table())
     prep = P.FMRIPrep(bids / "derivatives" / "fmriprep-24.1.1", "24.1.1")
     prep.describe(source="../..")
@@ -204,7 +230,7 @@ def build_fmriprep_24_sessions(root: Path) -> None:
 
 
 def build_sessions_runs(root: Path) -> None:
-    """fMRIPrep 25.2.5 ``--subject-anatomical-reference sessionwise`` (docs/workflows.rst, fmriprep/interfaces/bids.py): anatomy per session; ses-pre/ses-post x run-1/run-2 of rest, run-1/run-2 of pain in ses-pre."""
+    """fMRIPrep 25.2.5, anatomy per session; ses-pre/ses-post x two rest runs, two pain runs in ses-pre."""
     bids = _raw(root, "Two sessions, two runs", _default_table(),
                 tasks={"rest": "resting state", "pain": "graded heat pain"})
     F.json_file(bids / "task-pain_events.json",
@@ -226,21 +252,21 @@ def build_sessions_runs(root: Path) -> None:
 
 
 def build_nlin6_only(root: Path) -> None:
-    """fMRIPrep 23.2.3 with ``--output-spaces MNI152NLin6Asym:res-2`` only (docs/spaces.rst, docs/outputs.rst at 23.2.0)."""
+    """fMRIPrep 23.2.3 with ``--output-spaces MNI152NLin6Asym:res-2`` only."""
     _raw(root, "fMRIPrep 23.2, NLin6Asym only", _default_table())
     prep = P.FMRIPrep(root / "bids" / "derivatives" / "fmriprep", "23.2.3", spaces=("MNI152NLin6Asym:res-2",))
     _rest_and_anat(root, prep, n_nonsteady=1)
 
 
 def build_outside(root: Path) -> None:
-    """fMRIPrep 24.1.1 written to a folder outside the raw dataset (``fmriprep bids/ /elsewhere/fmriprep participant``)."""
+    """fMRIPrep 24.1.1 written outside the raw dataset: ``fmriprep bids/ elsewhere/fmriprep participant``."""
     _raw(root, "Raw dataset, derivatives elsewhere", _default_table())
     prep = P.FMRIPrep(root / "elsewhere" / "fmriprep", "24.1.1")
     _rest_and_anat(root, prep)
 
 
 def build_restingstate(root: Path) -> None:
-    """fMRIPrep 24.1.1 on a raw dataset whose rest task is labelled ``restingstate`` (e.g. BrainSuite BFP's documented ``sub-0001_task-restingstate_bold.nii.gz``)."""
+    """fMRIPrep 24.1.1 on a dataset whose rest task is labelled ``restingstate``."""
     _raw(root, "task-restingstate", _default_table(), tasks={"restingstate": "resting state"})
     prep = P.FMRIPrep(root / "bids" / "derivatives" / "fmriprep", "24.1.1")
     _rest_and_anat(root, prep, task="restingstate")
@@ -249,7 +275,7 @@ def build_restingstate(root: Path) -> None:
 # ------------------------------------------------------------------------------ other pipelines
 
 def build_cat12(root: Path) -> None:
-    """CAT12 12.6+ in BIDS mode, one T1w per session (``derivatives/cat12-12.6_vbm/sub-X/ses-Y/anat/mri/mwp1sub-X_ses-Y_T1w.nii``, neurospin ns-datasets)."""
+    """CAT12 in BIDS mode, one T1w per session; sessions.tsv whose order is not the labels' order."""
     bids = _raw(root, "CAT12 per session", _default_table(), tasks={})
     cat = bids / "derivatives" / "cat12-12.6_vbm"
     for s in TWO:
@@ -261,7 +287,7 @@ def build_cat12(root: Path) -> None:
 
 
 def build_xcpd(root: Path) -> None:
-    """XCP-D 0.10.6 (docs/outputs.rst at 0.10.0, ``linc`` mode) beside the fMRIPrep 24.1.1 outputs it read."""
+    """XCP-D 0.10.6 in ``linc`` mode beside the fMRIPrep 24.1.1 outputs it read."""
     bids = _raw(root, "fMRIPrep and XCP-D", _default_table())
     prep = P.FMRIPrep(bids / "derivatives" / "fmriprep", "24.1.1")
     _rest_and_anat(root, prep, n_nonsteady=2)
@@ -274,7 +300,7 @@ def build_xcpd(root: Path) -> None:
 
 
 def build_roi_timeseries(root: Path) -> None:
-    """ROI time series without any repetition time, in the form of ``../shared/data/rpn_szeged`` (Spisak et al. 2020, RPN-signature)."""
+    """ROI time series and framewise displacement only, no repetition time anywhere."""
     bids = root / "bids"
     P.raw_description(bids, "ROI time series only")
     P.participants(bids, _default_table())
@@ -284,7 +310,8 @@ def build_roi_timeseries(root: Path) -> None:
 
 # ------------------------------------------------------------------------------ participants.tsv as written
 
-def _anat_only(root: Path, name: str, table: pd.DataFrame, sidecar: dict | None = None, with_files=None) -> None:
+def _anat_only(root: Path, name: str, table: pd.DataFrame, sidecar: dict | None = None,
+               with_files=None) -> None:
     """fMRIPrep 24.1.1 ``--anat-only`` outputs for the participants that have files."""
     bids = _raw(root, name, table, sidecar, tasks={})
     prep = P.FMRIPrep(bids / "derivatives" / "fmriprep", "24.1.1")
@@ -297,56 +324,57 @@ def _anat_only(root: Path, name: str, table: pd.DataFrame, sidecar: dict | None 
 
 
 def _structure(subs) -> dict:
-    return {(f"sub-{s}", None, "structure"):
-            Sidecar(inputs=(f"bids/derivatives/fmriprep/sub-{s}/{GM_24.format(s=s)}",)) for s in subs}
+    return {(f"sub-{s}", None, "structure"): Sidecar(inputs=(f"{PREP}/sub-{s}/{GM_24.format(s=s)}",))
+            for s in subs}
 
 
+THREE = ("01", "02", "03")
 LEVELS_CLBP = {"group": {"Description": "Diagnosis",
                          "Levels": {"CLBP": "Chronic low back pain patient", "HC": "Healthy control"}}}
 
 
 def build_clbp_levels(root: Path) -> None:
-    """participants.tsv ``group`` coded CLBP/HC, decoded by participants.json ``Levels`` (BIDS tabular sidecars)."""
+    """``group`` coded CLBP/HC, decoded by participants.json ``Levels``."""
     _anat_only(root, "CLBP/HC with Levels", _table(TWO, group=["CLBP", "HC"], age=[41, 39], sex=["F", "M"]),
                LEVELS_CLBP)
 
 
 def build_clbp_no_levels(root: Path) -> None:
-    """participants.tsv ``group`` coded CLBP/HC without participants.json (as chronic-pain studies export it)."""
+    """``group`` coded CLBP/HC, no participants.json."""
     _anat_only(root, "CLBP/HC", _table(TWO, group=["CLBP", "HC"], age=[41, 39], sex=["F", "M"]))
 
 
 def build_group_na(root: Path) -> None:
-    """participants.tsv with a participant whose group is ``n/a`` (BIDS: n/a for missing values)."""
-    _anat_only(root, "group n/a", _table(("01", "02", "03"), group=["patient", "control", np.nan],
+    """A participant whose ``group`` is n/a."""
+    _anat_only(root, "group n/a", _table(THREE, group=["patient", "control", np.nan],
                                          age=[41, 39, 50], sex=["F", "M", "F"]))
 
 
 def build_dropout(root: Path) -> None:
-    """participants.tsv listing a participant who has no files (a dropout, as OpenNeuro datasets keep them)."""
-    _anat_only(root, "dropout", _table(("01", "02", "03"), group=["patient", "control", "patient"],
-                                       age=[41, 39, 50], sex=["F", "M", "F"]), with_files=("01", "02"))
+    """A listed participant without any file (a dropout)."""
+    _anat_only(root, "dropout", _table(THREE, group=["patient", "control", "patient"],
+                                       age=[41, 39, 50], sex=["F", "M", "F"]), with_files=TWO)
 
 
 def build_sex_12(root: Path) -> None:
-    """participants.tsv ``sex`` coded 1/2 (SPSS/REDCap exports), no participants.json."""
+    """``sex`` coded 1/2, no participants.json."""
     _anat_only(root, "sex 1/2", _table(TWO, group=["patient", "control"], age=[41, 39], sex=[1, 2]))
 
 
 def build_sex_12_levels(root: Path) -> None:
-    """participants.tsv ``sex`` coded 1/2 with participants.json ``Levels`` {"1": "male", "2": "female"}."""
+    """``sex`` coded 1/2 with participants.json ``Levels`` {"1": "male", "2": "female"}."""
     _anat_only(root, "sex 1/2 with Levels", _table(TWO, group=["patient", "control"], age=[41, 39], sex=[1, 2]),
                {"sex": {"Description": "sex of the participant", "Levels": {"1": "male", "2": "female"}}})
 
 
 def build_capitalised(root: Path) -> None:
-    """participants.tsv with ``Age`` and ``Gender`` capitalised, as spreadsheets export them (issue 14)."""
+    """``Age`` and ``Gender`` capitalised."""
     _anat_only(root, "Age/Gender", _table(TWO, group=["patient", "control"], Age=[41, 39], Gender=["F", "M"]))
 
 
 def build_age_na(root: Path) -> None:
-    """participants.tsv with ``age`` n/a for one participant."""
-    _anat_only(root, "age n/a", _table(("01", "02", "03"), group=["patient", "control", "control"],
+    """A participant whose ``age`` is n/a."""
+    _anat_only(root, "age n/a", _table(THREE, group=["patient", "control", "control"],
                                        age=[41, np.nan, 50], sex=["F", "M", "F"]))
 
 
@@ -360,134 +388,163 @@ def _g(*args: str, out: str = "out", expect) -> Step:
     return Step("group", args + GROUP_OPTIONS, expect, out)
 
 
+CONN = ("--modules", "connectivity")
+STRUCT = ("--modules", "structure")
 CONN_STRUCT = ("--modules", "connectivity,structure")
 BOTH = Group(("connectivity", "structure"))
-STRUCT = ("--modules", "structure")
+TASKS = ("--modules", "connectivity,structure,sensitization")
+XCPD_TS = "sub-{s}_task-rest_space-MNI152NLin2009cAsym_seg-4S156Parcels_stat-mean_timeseries.tsv"
+PARTICIPANTS_SPEC = "BIDS 1.8 'Tabular files' and participants.tsv (n/a, Levels)"
 
 
-def _participants_case(name: str, source_builder, steps_extra=(), participants=TWO) -> Case:
-    return Case(name, source_builder.__doc__, source_builder, (
+def _participants_case(name: str, build, source: str, group_steps=None, participants=TWO) -> Case:
+    """A participants.tsv variant on anatomy-only fMRIPrep 24.1.1 outputs: the structure module."""
+    return Case(name, source, build, (
         _p(*STRUCT, expect=Participant(_structure(participants))),
-        *(steps_extra or (_g(*STRUCT, expect=Group(("structure",))),)),
+        *(group_steps or (_g(*STRUCT, expect=Group(("structure",))),)),
     ))
 
 
 CASES: tuple[Case, ...] = (
-    Case("ds000001-fmriprep", build_ds000001.__doc__, build_ds000001, (
-        _p(*STRUCT, expect=Participant({
-            (f"sub-{s}", None, "structure"): Sidecar(inputs=(
-                f"bids/derivatives/fmriprep/sub-{s}/anat/sub-{s}_space-MNI152NLin2009cAsym_res-2_label-GM_probseg.nii.gz",))
-            for s in DS1.PARTICIPANTS})),
-        _g(*STRUCT, expect=Group(("structure",))),
-        # no resting-state run: a connectivity-only run has nothing to do
-        _p("--modules", "connectivity", out="out-rest", expect=Stop(("--task-map", "--modules"))),
-    )),
-    Case("fmriprep-1.1", build_fmriprep_1_1.__doc__, build_fmriprep_1_1, (
-        _p(*CONN_STRUCT, expect=Stop((), says=r"fmriprep.*(not supported|unsupported)"
-                                               r"|(not supported|unsupported).*fmriprep")),
-    )),
-    Case("fmriprep-1.5", build_fmriprep_1_5.__doc__, build_fmriprep_1_5, (
-        _p(*CONN_STRUCT, expect=Participant(_connectivity_and_structure(
-            TWO, ["task-rest"], "anat/sub-{s}_space-MNI152NLin2009cAsym_label-GM_probseg.nii.gz"))),
-        _g(*CONN_STRUCT, expect=BOTH),
-    )),
-    Case("fmriprep-20.2", build_fmriprep_20_2.__doc__, build_fmriprep_20_2, (
-        _p(*CONN_STRUCT, expect=Participant(_connectivity_and_structure(
-            TWO, ["task-rest_run-1", "task-rest_run-2"], GM_24))),
-        _g(*CONN_STRUCT, expect=BOTH),
-    )),
-    Case("fmriprep-24.1-sessions", build_fmriprep_24_sessions.__doc__, build_fmriprep_24_sessions, (
-        _p(*CONN_STRUCT, expect=Participant({
-            **{(f"sub-{s}", ses, "connectivity"): Sidecar(runs=(f"ses-{ses}_task-rest",))
-               for s in TWO for ses in ("1", "2")},
-            **{(f"sub-{s}", SUBJECT_LEVEL, "structure"): Sidecar(inputs=(
-                f"bids/derivatives/fmriprep-24.1.1/sub-{s}/{GM_24.format(s=s)}",)) for s in TWO}},
-            sessions={f"sub-{s}": ("1", "2") for s in TWO})),
-        _g(*CONN_STRUCT, expect=BOTH),          # one session per participant: the earliest acq_time
-    )),
-    Case("sessions-x-runs", build_sessions_runs.__doc__, build_sessions_runs, (
-        _p("--modules", "connectivity,structure,sensitization", expect=Participant({
-            key: value for s in TWO for ses in ("pre", "post") for key, value in (
-                ((f"sub-{s}", ses, "connectivity"), Sidecar(runs=(f"ses-{ses}_task-rest_run-1", f"ses-{ses}_task-rest_run-2"))),
-                ((f"sub-{s}", ses, "structure"), Sidecar(inputs=(
-                    f"bids/derivatives/fmriprep/sub-{s}/ses-{ses}/anat/"
-                    f"sub-{s}_ses-{ses}_space-MNI152NLin2009cAsym_res-2_label-GM_probseg.nii.gz",))),
-            )} | {
-            (f"sub-{s}", "pre", "sensitization"): Sidecar(runs=("ses-pre_task-pain_run-1", "ses-pre_task-pain_run-2"))
-            for s in TWO})),
-        # two sessions, no sessions.tsv: a cross-sectional group stage needs to be told which
-        _g("--modules", "connectivity,structure,sensitization", expect=Stop(("--session-label",))),
-        _g("--modules", "connectivity,structure,sensitization", "--session-label", "pre",
-           expect=Group(("connectivity", "structure", "sensitization"))),
-    )),
-    Case("nlin6-res2-only", build_nlin6_only.__doc__, build_nlin6_only, (
-        _p(*CONN_STRUCT, out="out-default-space", expect=Stop(("--space",))),
-        _p(*CONN_STRUCT, "--space", "MNI152NLin6Asym:res-2", expect=Participant(_connectivity_and_structure(
-            TWO, ["task-rest"], "anat/sub-{s}_space-MNI152NLin6Asym_res-2_label-GM_probseg.nii.gz"))),
-        _g(*CONN_STRUCT, "--space", "MNI152NLin6Asym:res-2", expect=BOTH),
-    )),
-    Case("derivatives-elsewhere", build_outside.__doc__, build_outside, (
-        _p(*CONN_STRUCT, out="out-no-derivatives", expect=Stop(("--derivatives",))),
-        _p(*CONN_STRUCT, "--derivatives", "{root}/elsewhere/fmriprep", expect=Participant(
-            _connectivity_and_structure(TWO, ["task-rest"], GM_24, prefix="elsewhere/fmriprep"))),
-        _g(*CONN_STRUCT, "--derivatives", "{root}/elsewhere/fmriprep", expect=BOTH),
-    )),
-    Case("task-restingstate", build_restingstate.__doc__, build_restingstate, (
-        _p("--modules", "connectivity", out="out-no-map", expect=Stop(("--task-map",))),
-        _p("--modules", "connectivity", "--task-map", "rest=restingstate", expect=Participant({
-            (f"sub-{s}", None, "connectivity"): Sidecar(runs=("task-restingstate",)) for s in TWO})),
-        _g("--modules", "connectivity", "--task-map", "rest=restingstate", expect=Group(("connectivity",))),
-    )),
-    Case("cat12-sessions", build_cat12.__doc__, build_cat12, (
-        _p(*STRUCT, expect=Participant({
-            (f"sub-{s}", ses, "structure"): Sidecar(inputs=(
-                f"bids/derivatives/cat12-12.6_vbm/sub-{s}/ses-{ses}/anat/mri/mwp1sub-{s}_ses-{ses}_T1w.nii",))
-            for s in TWO for ses in ("pre", "post")})),
-        _g(*STRUCT, expect=Group(("structure",))),   # sessions.tsv: ses-pre was acquired first
-    )),
-    Case("xcpd-beside-fmriprep", build_xcpd.__doc__, build_xcpd, (
-        _p("--modules", "connectivity", out="out-both", expect=Stop(("--derivatives",))),
-        _p("--modules", "connectivity", "--derivatives", "{root}/bids/derivatives/fmriprep", expect=Participant(
-            {(f"sub-{s}", None, "connectivity"): Sidecar(runs=("task-rest",), inputs=(
-                f"bids/derivatives/fmriprep/sub-{s}/func/sub-{s}_task-rest_space-MNI152NLin2009cAsym_res-2_desc-preproc_bold.nii.gz",
-                f"bids/derivatives/fmriprep/sub-{s}/func/sub-{s}_task-rest_desc-confounds_timeseries.tsv"))
-             for s in TWO}, not_from=("bids/derivatives/xcp_d",))),
-        _g("--modules", "connectivity", "--derivatives", "{root}/bids/derivatives/fmriprep",
-           expect=Group(("connectivity",))),
-        _p("--modules", "connectivity", "--derivatives", "{root}/bids/derivatives/xcp_d", out="out-xcpd",
-           expect=Participant({(f"sub-{s}", None, "connectivity"): Sidecar(runs=("task-rest",), inputs=(
-               f"bids/derivatives/xcp_d/sub-{s}/func/"
-               f"sub-{s}_task-rest_space-MNI152NLin2009cAsym_seg-4S156Parcels_stat-mean_timeseries.tsv",))
-               for s in TWO}, not_from=("bids/derivatives/fmriprep",))),
-        _g("--modules", "connectivity", "--derivatives", "{root}/bids/derivatives/xcp_d", out="out-xcpd",
-           expect=Group(("connectivity",))),
-    )),
-    Case("roi-timeseries-no-tr", build_roi_timeseries.__doc__, build_roi_timeseries, (
-        _p("--modules", "connectivity", out="out-no-tr", expect=Stop(("--repetition-time",))),
-        _p("--modules", "connectivity", "--repetition-time", "2.5", expect=Participant({
-            (f"sub-{s}", None, "connectivity"): Sidecar(runs=("task-rest",), inputs=(
-                f"bids/derivatives/timeseries/sub-{s}/func/sub-{s}_task-rest_atlas-MIST122_timeseries.tsv",))
-            for s in TWO})),
-        _g("--modules", "connectivity", "--repetition-time", "2.5", expect=Group(("connectivity",))),
-    )),
-    _participants_case("participants-clbp-levels", build_clbp_levels),
-    _participants_case("participants-clbp-no-levels", build_clbp_no_levels, (
-        _g(*STRUCT, expect=Stop(("--group-map",))),
-        _g(*STRUCT, "--group-map", "CLBP=patient,HC=control", expect=Group(("structure",))),
-    )),
-    _participants_case("participants-group-na", build_group_na, participants=("01", "02", "03")),
-    _participants_case("participants-dropout", build_dropout, (
-        _g(*STRUCT, expect=Group(("structure",))),
-        # --strict: the dropout is an error; naming the participants who have data fixes it
-        _p(*STRUCT, "--strict", out="out-strict", expect=Stop(("--participant-label", "--strict"))),
-        _p(*STRUCT, "--strict", "--participant-label", "01", "--participant-label", "02", out="out-strict",
-           expect=Participant(_structure(TWO))),
-    )),
-    _participants_case("participants-sex-12", build_sex_12, (
-        _g(*STRUCT, expect=Stop(("--sex-map",))),
-        _g(*STRUCT, "--sex-map", "1=M,2=F", expect=Group(("structure",))),
-    )),
-    _participants_case("participants-sex-12-levels", build_sex_12_levels),
-    _participants_case("participants-capitalised", build_capitalised),
-    _participants_case("participants-age-na", build_age_na, participants=("01", "02", "03")),
+    Case("ds000001-fmriprep",
+         "bids-examples ds000001-fmriprep (fMRIPrep 20.2.0rc0 on OpenNeuro ds000001) and ds001, names copied",
+         build_ds000001, (
+             _p(*STRUCT, expect=Participant({
+                 (f"sub-{s}", None, "structure"): Sidecar(inputs=(
+                     f"{PREP}/sub-{s}/anat/sub-{s}_space-MNI152NLin2009cAsym_res-2_label-GM_probseg.nii.gz",))
+                 for s in DS1.PARTICIPANTS})),
+             _g(*STRUCT, expect=Group(("structure",))),
+             # no resting-state run: a connectivity-only run has nothing to do
+             _p(*CONN, out="out-rest", expect=Stop(("--task-map", "--modules"))),
+         )),
+    Case("fmriprep-1.1", "fMRIPrep 1.1.8 docs/outputs.rst and fmriprep/utils/bids.py (tag 1.1.8)",
+         build_fmriprep_1_1, (
+             _p(*CONN_STRUCT, expect=Stop((), says=r"fmriprep.*(not supported|unsupported)"
+                                                    r"|(not supported|unsupported).*fmriprep")),
+         )),
+    Case("fmriprep-1.5", "fMRIPrep 1.5 docs/outputs.rst (tag 1.5.0): names and the confounds example",
+         build_fmriprep_1_5, (
+             _p(*CONN_STRUCT, expect=Participant(_connectivity_and_structure(
+                 TWO, "anat/sub-{s}_space-MNI152NLin2009cAsym_label-GM_probseg.nii.gz",
+                 space="space-MNI152NLin2009cAsym", confounds="desc-confounds_regressors"))),
+             _g(*CONN_STRUCT, expect=BOTH),
+         )),
+    Case("fmriprep-20.2", "fMRIPrep 20.2 docs/outputs.rst (tag 20.2.0); run-01 -> run-1 as in ds000001-fmriprep",
+         build_fmriprep_20_2, (
+             _p(*CONN_STRUCT, expect=Participant(_connectivity_and_structure(TWO, GM_24, runs=("1", "2")))),
+             _g(*CONN_STRUCT, expect=BOTH),
+         )),
+    Case("fmriprep-24.1-sessions",
+         "fMRIPrep 24.1 docs/outputs.rst (tag 24.1.0); one anatomy across sessions: fmriprep/interfaces/bids.py",
+         build_fmriprep_24_sessions, (
+             _p(*CONN_STRUCT, expect=Participant({
+                 **{(f"sub-{s}", ses, "connectivity"): _runs_sidecar(f"{PREP}-24.1.1", s, ses, "rest")
+                    for s in TWO for ses in ("1", "2")},
+                 **{(f"sub-{s}", SUBJECT_LEVEL, "structure"): Sidecar(inputs=(
+                     f"{PREP}-24.1.1/sub-{s}/{GM_24.format(s=s)}",)) for s in TWO}},
+                 sessions={f"sub-{s}": ("1", "2") for s in TWO})),
+             _g(*CONN_STRUCT, expect=BOTH),      # one session per participant: the earliest acq_time
+         )),
+    Case("sessions-x-runs",
+         "fMRIPrep 25.2 --subject-anatomical-reference sessionwise (docs/workflows.rst, interfaces/bids.py)",
+         build_sessions_runs, (
+             _p(*TASKS, expect=Participant({
+                 **{(f"sub-{s}", ses, "connectivity"): _runs_sidecar(PREP, s, ses, "rest", ("1", "2"))
+                    for s in TWO for ses in ("pre", "post")},
+                 **{(f"sub-{s}", ses, "structure"): Sidecar(inputs=(
+                     f"{PREP}/sub-{s}/ses-{ses}/anat/"
+                     f"sub-{s}_ses-{ses}_space-MNI152NLin2009cAsym_res-2_label-GM_probseg.nii.gz",))
+                    for s in TWO for ses in ("pre", "post")},
+                 **{(f"sub-{s}", "pre", "sensitization"): _runs_sidecar(PREP, s, "pre", "pain", ("1", "2"),
+                                                                        events=True)
+                    for s in TWO}})),
+             # two sessions, no sessions.tsv: a cross-sectional group stage must be told which
+             _g(*TASKS, expect=Stop(("--session-label",))),
+             _g(*TASKS, "--session-label", "pre", expect=Group(("connectivity", "structure", "sensitization"))),
+         )),
+    Case("nlin6-res2-only", "fMRIPrep 23.2 docs/spaces.rst and docs/outputs.rst (tag 23.2.0)",
+         build_nlin6_only, (
+             _p(*CONN_STRUCT, out="out-default-space", expect=Stop(("--space",))),
+             _p(*CONN_STRUCT, "--space", "MNI152NLin6Asym:res-2", expect=Participant(_connectivity_and_structure(
+                 TWO, "anat/sub-{s}_space-MNI152NLin6Asym_res-2_label-GM_probseg.nii.gz",
+                 space="space-MNI152NLin6Asym_res-2"))),
+             _g(*CONN_STRUCT, "--space", "MNI152NLin6Asym:res-2", expect=BOTH),
+         )),
+    Case("derivatives-elsewhere", "fMRIPrep 24.1 docs/usage.rst: fmriprep <bids_dir> <output_dir> participant",
+         build_outside, (
+             _p(*CONN_STRUCT, out="out-no-derivatives", expect=Stop(("--derivatives",))),
+             _p(*CONN_STRUCT, "--derivatives", "{root}/elsewhere/fmriprep", expect=Participant(
+                 _connectivity_and_structure(TWO, GM_24, prep="elsewhere/fmriprep"))),
+             _g(*CONN_STRUCT, "--derivatives", "{root}/elsewhere/fmriprep", expect=BOTH),
+         )),
+    Case("task-restingstate",
+         "fMRIPrep 24.1 names; task label 'restingstate' as in BrainSuite BFP's sub-0001_task-restingstate_bold",
+         build_restingstate, (
+             _p(*CONN, out="out-no-map", expect=Stop(("--task-map",))),
+             _p(*CONN, "--task-map", "rest=restingstate", expect=Participant({
+                 (f"sub-{s}", None, "connectivity"): _runs_sidecar(PREP, s, None, "restingstate") for s in TWO})),
+             _g(*CONN, "--task-map", "rest=restingstate", expect=Group(("connectivity",))),
+         )),
+    Case("cat12-sessions",
+         "CAT12 12.6 BIDS output: derivatives/cat12-12.6_vbm/sub-*/ses-*/anat/mri/mwp1*.nii (neurospin ns-datasets)",
+         build_cat12, (
+             _p(*STRUCT, expect=Participant({
+                 (f"sub-{s}", ses, "structure"): Sidecar(inputs=(
+                     f"bids/derivatives/cat12-12.6_vbm/sub-{s}/ses-{ses}/anat/mri/mwp1sub-{s}_ses-{ses}_T1w.nii",))
+                 for s in TWO for ses in ("pre", "post")})),
+             _g(*STRUCT, expect=Group(("structure",))),   # sessions.tsv: ses-pre was acquired first
+         )),
+    Case("xcpd-beside-fmriprep", "XCP-D 0.10 docs/outputs.rst (tag 0.10.0) and workflows/bold/outputs.py",
+         build_xcpd, (
+             _p(*CONN, out="out-both", expect=Stop(("--derivatives",))),
+             _p(*CONN, "--derivatives", "{root}/bids/derivatives/fmriprep", expect=Participant(
+                 {(f"sub-{s}", None, "connectivity"): _runs_sidecar(PREP, s, None, "rest") for s in TWO},
+                 not_from=("bids/derivatives/xcp_d",))),
+             _g(*CONN, "--derivatives", "{root}/bids/derivatives/fmriprep", expect=Group(("connectivity",))),
+             _p(*CONN, "--derivatives", "{root}/bids/derivatives/xcp_d", out="out-xcpd", expect=Participant(
+                 {(f"sub-{s}", None, "connectivity"): Sidecar(runs=("task-rest",), inputs=(
+                     f"bids/derivatives/xcp_d/sub-{s}/func/{XCPD_TS.format(s=s)}",)) for s in TWO},
+                 not_from=("bids/derivatives/fmriprep",))),
+             _g(*CONN, "--derivatives", "{root}/bids/derivatives/xcp_d", out="out-xcpd",
+                expect=Group(("connectivity",))),
+         )),
+    Case("roi-timeseries-no-tr",
+         "../shared/data/rpn_szeged (Spisak et al. 2020, RPN-signature), published without a repetition time",
+         build_roi_timeseries, (
+             _p(*CONN, out="out-no-tr", expect=Stop(("--repetition-time",))),
+             _p(*CONN, "--repetition-time", "2.5", expect=Participant({
+                 (f"sub-{s}", None, "connectivity"): Sidecar(runs=("task-rest",), inputs=(
+                     f"bids/derivatives/timeseries/sub-{s}/func/sub-{s}_task-rest_atlas-MIST122_timeseries.tsv",))
+                 for s in TWO})),
+             _g(*CONN, "--repetition-time", "2.5", expect=Group(("connectivity",))),
+         )),
+    _participants_case("participants-clbp-levels", build_clbp_levels,
+                       f"{PARTICIPANTS_SPEC}; group coded CLBP/HC as chronic-pain studies write it"),
+    _participants_case("participants-clbp-no-levels", build_clbp_no_levels,
+                       f"{PARTICIPANTS_SPEC}; CLBP/HC without participants.json (issue 14)", (
+                           _g(*STRUCT, expect=Stop(("--group-map",))),
+                           _g(*STRUCT, "--group-map", "CLBP=patient,HC=control", expect=Group(("structure",))),
+                       )),
+    _participants_case("participants-group-na", build_group_na, f"{PARTICIPANTS_SPEC}; group n/a (issue 14)",
+                       participants=THREE),
+    _participants_case("participants-dropout", build_dropout,
+                       f"{PARTICIPANTS_SPEC}; a listed participant without files, as BIDS Apps skip them", (
+                           _g(*STRUCT, expect=Group(("structure",))),
+                           # --strict makes the dropout an error; naming who has data fixes it
+                           _p(*STRUCT, "--strict", out="out-strict",
+                              expect=Stop(("--participant-label", "--strict"))),
+                           _p(*STRUCT, "--strict", "--participant-label", "01", "--participant-label", "02",
+                              out="out-strict", expect=Participant(_structure(TWO))),
+                       )),
+    _participants_case("participants-sex-12", build_sex_12,
+                       f"{PARTICIPANTS_SPEC}; sex coded 1/2 as SPSS/REDCap exports write it", (
+                           _g(*STRUCT, expect=Stop(("--sex-map",))),
+                           _g(*STRUCT, "--sex-map", "1=M,2=F", expect=Group(("structure",))),
+                       )),
+    _participants_case("participants-sex-12-levels", build_sex_12_levels,
+                       f"{PARTICIPANTS_SPEC}; sex 1/2 decoded by Levels"),
+    _participants_case("participants-capitalised", build_capitalised,
+                       f"{PARTICIPANTS_SPEC}; Age/Gender capitalised as spreadsheets export them (issue 14)"),
+    _participants_case("participants-age-na", build_age_na, f"{PARTICIPANTS_SPEC}; age n/a (issue 14)",
+                       participants=THREE),
 )
