@@ -31,10 +31,20 @@ import numpy as np
 import pandas as pd
 import pytest
 
+import painplast.cli
+import painplast.cohort
+import painplast.engine
 from layouts import CASES, SUBJECT_LEVEL, Group, Participant, Stop, normalise_run
 from layouts import _ds000001_names as DS1
 from layouts import _images as I
 from layouts.cases import build_ds000001
+from painplast import plasticity
+from painplast.config import MODULES
+
+# what the CLI imports lazily is imported here, once, so that a library's import-time warning
+# (printed once per process) cannot land in whichever step happens to run first
+for _module in MODULES:
+    plasticity.load(_module)
 
 ROOT = Path(__file__).resolve().parents[1]
 TRACEBACK = "Traceback (most recent call last)"
@@ -46,8 +56,6 @@ FINDINGS_COLUMNS = ["feature", "contrast", "estimate", "ci_low", "ci_high", "p",
 def _run_cli(argv: list[str], capfd) -> tuple[int | None, str, str]:
     """``painplast <argv>`` in this process: exit status, stdout, stderr (an escaped exception's
     traceback is appended to stderr, as the interpreter would print it)."""
-    from painplast.cli import main
-
     capfd.readouterr()
     root = logging.getLogger()
     saved = (list(root.handlers), root.level)
@@ -59,10 +67,10 @@ def _run_cli(argv: list[str], capfd) -> tuple[int | None, str, str]:
         for category in (DeprecationWarning, PendingDeprecationWarning, ImportWarning, ResourceWarning):
             warnings.filterwarnings("ignore", category=category)
         try:
-            code = main(argv)
+            code = painplast.cli.main(argv)
         except SystemExit as exit_:
             code = exit_.code
-        except BaseException:          # what a user would see: the interpreter's traceback
+        except Exception:              # what a user would see: the interpreter's traceback
             code, escaped = None, traceback.format_exc()
     for handler in root.handlers:      # the CLI's handlers write to this step's streams and logs
         if handler not in saved[0]:
@@ -233,8 +241,8 @@ def _digest(folder: Path) -> dict[str, str]:
     "fmriprep-1.1", "xcpd-beside-fmriprep", "cat12-sessions", "roi-timeseries-no-tr", "participants-dropout")],
     ids=lambda c: c.name)
 def test_builders_are_deterministic(case, tmp_path):
-    """Two builds of a case are byte-identical (every fMRIPrep version, XCP-D, CAT12, time-series
-    and participants writer is among these cases), and a case stays small."""
+    """Two builds of a case are byte-identical (these cases use every kind of writer: fMRIPrep
+    legacy and current names, XCP-D, CAT12, ROI time series, participants), and a case stays small."""
     case.build(tmp_path / "a")
     case.build(tmp_path / "b")
     a, b = _digest(tmp_path / "a"), _digest(tmp_path / "b")
