@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import click
@@ -127,7 +128,7 @@ def _data_options(command):
     return command
 
 
-def _load_cohort(bids_dir, config: Config, data: dict, needs=None):
+def _load_cohort(bids_dir, config: Config, data: dict, needs=None, lenient_codes: bool = False):
     """The Cohort of BIDS_DIR read with the data options."""
     from .cohort import Cohort
     return Cohort.from_bids(bids_dir, derivatives=list(data["derivatives"]) or None,
@@ -137,7 +138,7 @@ def _load_cohort(bids_dir, config: Config, data: dict, needs=None):
                             .get("repetition_time"),
                             group_map=_pairs(data["group_map"], "--group-map", "CLBP=patient,HC=control"),
                             sex_map=_pairs(data["sex_map"], "--sex-map", "1=M,2=F"), strict=data["strict"],
-                            needs=needs)
+                            needs=needs, lenient_codes=lenient_codes)
 
 
 def _needs(modules):
@@ -208,13 +209,19 @@ def run(bids_dir, output_dir, analysis_level, participant_label, session_label, 
             opts.setdefault("biomarker", {})["features"] = biomarker_features
         config = config.replace(options=opts)
     needs = _needs(config.modules)
-    cohort = _load_cohort(bids_dir, config, data, needs if analysis_level == "participant" else None)
-    if analysis_level == "participant":
+    participant = analysis_level == "participant"
+    with warnings.catch_warnings(record=True) as caught:   # said after the checks: a stop is one line
+        warnings.simplefilter("always")
+        cohort = _load_cohort(bids_dir, config, data, needs, lenient_codes=participant)
+    if participant:
         cohort.check_inputs(needs, required=config.modules if modules else ())
     _check_output_dir(bids_dir, output_dir)
+    if not participant:
+        engine.check_group_inputs(cohort, config, output_dir)
     _setup_logging(output_dir, verbose)
-    for note in cohort.notes:
-        logging.getLogger("painplast").warning("%s", note)
+    log = logging.getLogger("painplast")
+    for note in dict.fromkeys([str(w.message) for w in caught] + list(cohort.notes)):
+        log.warning("%s", note)
     if analysis_level == "participant":
         summary = engine.run_participant_level(cohort, config, output_dir, n_jobs=n_jobs,
                                                progress=not quiet, scheduler=scheduler,
@@ -361,8 +368,19 @@ def demo(out, n_jobs, quiet):
     click.echo(str(path if path is not None else results))
 
 
+def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Warnings as one line on stderr (Python's default adds the source line)."""
+    click.echo(f"painplast: warning: {' '.join(str(message).split())}", err=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the CLI, turning user errors into one line and exit status 2."""
+    with warnings.catch_warnings():
+        warnings.showwarning = _one_line_warning
+        return _main(argv)
+
+
+def _main(argv: list[str] | None) -> int:
     try:
         cli.main(args=argv, prog_name="painplast", standalone_mode=False)
     except click.exceptions.Exit as exit_:

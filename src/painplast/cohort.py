@@ -523,7 +523,8 @@ class Cohort:
                   repetition_time: float | None = None,
                   group_map: Mapping[str, str] | None = None,
                   sex_map: Mapping[str, str] | None = None,
-                  strict: bool = False, needs: Sequence[Needs] | None = None) -> "Cohort":
+                  strict: bool = False, needs: Sequence[Needs] | None = None,
+                  lenient_codes: bool = False) -> "Cohort":
         """Read a BIDS dataset (with derivatives) and check it.
 
         Parameters
@@ -556,6 +557,9 @@ class Cohort:
             A listed participant without any file is an error (default: left out, with a warning).
         needs : list of Needs, optional
             What the analyses to run read; only those files are validated. Default: everything.
+        lenient_codes : bool
+            ``group``/``sex`` codes that cannot be read become n/a with a note instead of an error
+            (the participant level does not use them; the group level does).
 
         Returns
         -------
@@ -591,7 +595,8 @@ class Cohort:
         root = _as_dir(root, "BIDS dataset root", "give the folder that holds participants.tsv")
         space = Space.parse(space)
         table_path = root / "participants.tsv"
-        table, notes = _read_participants(table_path, group_map=group_map, sex_map=sex_map)
+        table, notes = _read_participants(table_path, group_map=group_map, sex_map=sex_map,
+                                          lenient=lenient_codes)
         if participant_label is not None:
             table = _select(table, participant_label, table_path)
         if derivatives is None:
@@ -848,8 +853,7 @@ def _searched(found: _Found) -> str:
 
 
 def _old_fmriprep_error(path: Path) -> InputError:
-    return InputError("this file is named as fMRIPrep before 1.2 named its outputs, which painplast does "
-                      "not read", path=path,
+    return InputError("outputs of fMRIPrep before 1.2 (named as this file is) are not supported", path=path,
                       fix="re-run fMRIPrep 1.2 or later (20.2 LTS or newer) and pass its folder with --derivatives")
 
 
@@ -885,9 +889,11 @@ _PATIENT_TEXT = re.compile(r"\b(patients?|cases?|chronic|pain|clbp|cbp|fibromyal
 
 
 def _read_participants(path: Path, group_map: Mapping[str, str] | None = None,
-                       sex_map: Mapping[str, str] | None = None) -> tuple[pd.DataFrame, list[str]]:
+                       sex_map: Mapping[str, str] | None = None,
+                       lenient: bool = False) -> tuple[pd.DataFrame, list[str]]:
     """participants.tsv indexed by participant_id, known columns normalised; and notes on what
-    was read differently from how it is written."""
+    was read differently from how it is written. ``lenient``: codes that say nothing (a group
+    ``CLBP``) become n/a with a note instead of an error (the participant level does not use them)."""
     if not path.is_file():
         raise InputError("participants.tsv is missing", path=path,
                          fix="add a tab-separated participants.tsv with a participant_id column")
@@ -927,13 +933,21 @@ def _read_participants(path: Path, group_map: Mapping[str, str] | None = None,
         table = table.rename(columns=renames)
         levels = {renames.get(k, k): v for k, v in levels.items()}
         notes.append("participants.tsv: " + ", ".join(f"column '{a}' read as '{b}'" for a, b in renames.items()))
-    if "group" in table.columns:
-        table["group"] = _recode(table["group"], path, "group", _GROUP_WORDS, group_map,
-                                 levels.get("group"), _group_of_text, ("patient", "control"),
-                                 "--group-map CLBP=patient,HC=control")
-    if "sex" in table.columns:
-        table["sex"] = _recode(table["sex"], path, "sex", _SEX_WORDS, sex_map, levels.get("sex"),
-                               _sex_of_text, ("M", "F"), "--sex-map 1=M,2=F")
+    for column, words, given, from_text, allowed, flag in (
+            ("group", _GROUP_WORDS, group_map, _group_of_text, ("patient", "control"),
+             "--group-map CLBP=patient,HC=control"),
+            ("sex", _SEX_WORDS, sex_map, _sex_of_text, ("M", "F"), "--sex-map 1=M,2=F")):
+        if column not in table.columns:
+            continue
+        try:
+            table[column] = _recode(table[column], path, column, words, given, levels.get(column), from_text,
+                                    allowed, flag)
+        except InputError as error:
+            if not lenient:
+                raise
+            table[column] = np.nan
+            notes.append(f"participants.tsv: {column} not used ({error.message}); the group level needs "
+                         f"{flag.split()[0]}")
     for column in KNOWN_COLUMNS:
         if column in table.columns and table[column].isna().any() and table[column].notna().any():
             missing = table.index[table[column].isna()]
@@ -1087,8 +1101,18 @@ _OLD_FMRIPREP = re.compile(r"^sub-[A-Za-z0-9]+_.*(_bold_space-[A-Za-z0-9]+_(prep
                            r"_bold_confounds\.tsv$|_T1w_space-[A-Za-z0-9]+_class-GM_probtissue\.nii)")
 
 
+def _index_label(value: str | None) -> str | None:
+    """An index entity's label compared as a number: ``run-01`` and ``run-1`` are the same run
+    (BIDS: run is an index; fMRIPrep writes ``run-1`` for a raw ``run-01``)."""
+    return str(int(value)) if value is not None and value.isdigit() else value
+
+
 def _run_key(entities: Mapping[str, str]) -> tuple:
-    return tuple(entities.get(e) for e in _RUN_ENTITIES)
+    return tuple(_index_label(entities.get(e)) if e == "run" else entities.get(e) for e in _RUN_ENTITIES)
+
+
+def _same_entity(key: str, a: str | None, b: str | None) -> bool:
+    return _index_label(a) == _index_label(b) if key == "run" else a == b
 
 
 def _sort_key(key: tuple) -> tuple:
@@ -1102,7 +1126,7 @@ class _Finder:
 
     def __init__(self, root: Path, derivatives: Sequence[Path], space: Space,
                  task_map: Mapping[str, str], repetition_time: float | None):
-        self.root, self.space = root, space
+        self.root, self.space, self.derivatives = root, space, tuple(derivatives)
         self.tasks_of = _task_names(task_map)        # dataset label -> painplast task
         self.repetition_time = None if repetition_time is None else _positive(
             repetition_time, None, "RepetitionTime", flag=True)
@@ -1194,6 +1218,13 @@ class _Finder:
                 if kind in ("bold", "timeseries"):
                     self.run_keys[label].add(_run_key(entities))
 
+    def top_of(self, path: Path) -> Path:
+        """The derivatives folder (or the dataset root) a file was found in."""
+        for top in sorted(self.derivatives, key=lambda p: -len(p.parts)):
+            if top in path.parents:
+                return top
+        return self.root
+
     def sessions_table(self, label: str) -> dict[str, dict]:
         """Rows of ``sub-<label>/sub-<label>_sessions.tsv`` by session label (no file: empty)."""
         path = self.root / f"sub-{label}" / f"sub-{label}_sessions.tsv"
@@ -1281,7 +1312,7 @@ class _Finder:
         found = []
         for level in levels:
             here = sorted((len(e), str(p), p) for e, s, x, p in self.meta.get(level, ())
-                          if s == suffix and x == ext and all(entities.get(k) == v for k, v in e.items()))
+                          if s == suffix and x == ext and all(_same_entity(k, entities.get(k), v) for k, v in e.items()))
             if len(here) > 1 and here[-1][0] == here[-2][0]:
                 raise InputError(f"two {suffix}{ext} files apply to the same run ({here[-2][2].name})",
                                  path=here[-1][2], fix="keep one per run (BIDS inheritance)")
@@ -1303,7 +1334,8 @@ class _Finder:
             meta = self._read_json(_sidecar(path))
             if "RepetitionTime" in meta:
                 value, source = meta["RepetitionTime"], _sidecar(path)
-            elif "SamplingFrequency" in meta:
+            elif isinstance(meta.get("SamplingFrequency"), (int, float)) and \
+                    not isinstance(meta["SamplingFrequency"], bool):   # XCP-D writes "TR" (a unit)
                 value = 1.0 / _positive(meta["SamplingFrequency"], _sidecar(path), "SamplingFrequency")
                 source = _sidecar(path)
         if value is not None:
@@ -1647,6 +1679,12 @@ class _Validator:
 
     def run_files(self, subject: Subject, run: Run, events: bool = True) -> list[_Grid]:
         where = f"{subject.participant_id} {run.name}"
+        if run.bold is not None and run.timeseries is not None:
+            tops = [self.finder.top_of(p) for p in (run.bold, run.timeseries)]
+            if tops[0] != tops[1]:
+                raise InputError(f"run {where} has a preprocessed BOLD image in {tops[0].name} and ROI time "
+                                 f"series in {tops[1].name}", path=run.timeseries,
+                                 fix=f"choose one pipeline with --derivatives (e.g. --derivatives {tops[0]})")
         if run.repetition_time is None and (run.bold is not None or run.timeseries is not None):
             raise InputError(f"the repetition time of run {where} is unknown (no RepetitionTime in a "
                              "sidecar, none in the image header)", path=run.timeseries or run.bold,

@@ -53,8 +53,8 @@ from .derivatives import Derivatives, write_json
 from .errors import InputError
 from .results import GroupResult, SubjectResult
 
-__all__ = ["Summary", "run_participant_level", "run_group_level", "run_biomarker",
-           "clean_temporaries", "process_one", "load_subject_results"]
+__all__ = ["Summary", "run_participant_level", "run_group_level", "run_biomarker", "check_group_inputs",
+           "clean_temporaries", "process_one", "load_subject_results", "left_out"]
 
 log = logging.getLogger("painplast")
 
@@ -568,14 +568,44 @@ def _group_up_to_date(deriv: Derivatives, module: str, input_hash: str) -> dict 
     return notes
 
 
-def _stale_results(deriv: Derivatives, cohort: Cohort, module: str, sessions, parameter_hash: str) -> int:
-    """How many participants have a result of ``module`` written with other parameters."""
-    count = 0
-    for pid, ses in sessions.items():
-        side = deriv.sidecar_path(pid, module, ses)
-        if side.exists() and not deriv.is_done(pid, module, parameter_hash, ses):
-            count += 1
-    return count
+def check_group_inputs(cohort: Cohort, config: Config, out_dir: str | os.PathLike,
+                       sessions: Mapping[str, str | None] | None = None) -> dict[str, int]:
+    """How many participants have results of each module for the group level; stop if none.
+
+    Reads only sidecars, writes nothing, so a group step that cannot run stops before it
+    touches the output folder.
+
+    Returns
+    -------
+    dict
+        ``{module: participants with a result written with this config's parameters}``.
+
+    Raises
+    ------
+    InputError
+        No module has any: the message says whether the participant step has not run or ran
+        with other options, and which flags to give.
+    """
+    deriv = Derivatives(out_dir)
+    sessions = cohort.cross_sectional_sessions() if sessions is None else sessions
+    counts, stale = {}, {}
+    for module in config.modules:
+        digest = config.parameter_hash(module)
+        counts[module] = sum(deriv.is_done(pid, module, digest, ses) for pid, ses in sessions.items())
+        stale[module] = sum(deriv.sidecar_path(pid, module, ses).exists() for pid, ses in sessions.items()) \
+            - counts[module]
+    if any(counts.values()) or not config.modules:
+        return counts
+    if any(stale.values()):
+        raise InputError(f"the participant results in this folder were made with other options than "
+                         f"this group step's ({', '.join(m for m, n in stale.items() if n)})", path=out_dir,
+                         fix="give the group step the participant step's options (--space, --task-map, "
+                             "--repetition-time, --confounds-strategy, --atlas, --config), or rerun the "
+                             "participant step with these")
+    raise InputError(f"no participant results of {', '.join(config.modules)} in this folder"
+                     + (" for the session(s) analysed" if any(sessions.values()) else ""), path=out_dir,
+                     fix="run 'painplast run BIDS_DIR OUTPUT_DIR participant' first, with the same --modules "
+                         "and --session-label")
 
 
 def run_group_level(cohort: Cohort, config: Config, out_dir: str | os.PathLike, *,
@@ -614,8 +644,8 @@ def run_group_level(cohort: Cohort, config: Config, out_dir: str | os.PathLike, 
     out_dir = Path(out_dir)
     deriv = Derivatives(out_dir)
     sessions = cohort.cross_sectional_sessions(session_label)
+    check_group_inputs(cohort, config, out_dir, sessions)
     out = {}
-    stale = {}
     from tqdm.auto import tqdm
     with _exclusive(out_dir), _run_log(out_dir):
         clean_temporaries(out_dir)
@@ -632,7 +662,6 @@ def run_group_level(cohort: Cohort, config: Config, out_dir: str | os.PathLike, 
                 continue
             results = load_subject_results(cohort, module, out_dir, config.parameter_hash(module), sessions)
             if not results:
-                stale[module] = _stale_results(deriv, cohort, module, sessions, config.parameter_hash(module))
                 log.warning("%s: no participant results; group stage skipped", module)
                 continue
             t0 = time.perf_counter()
@@ -663,16 +692,6 @@ def run_group_level(cohort: Cohort, config: Config, out_dir: str | os.PathLike, 
             log.info("%s group stage done: %d participants, %d findings (%.1f s)", module,
                      len(results), len(group.findings), time.perf_counter() - t0)
             out[module] = group
-    if not out and config.modules:
-        if any(stale.values()):
-            raise InputError(f"the participant results in this folder were made with other options than "
-                             f"this group step's ({', '.join(m for m, n in stale.items() if n)})", path=out_dir,
-                             fix="give the group step the participant step's options (--space, --task-map, "
-                                 "--repetition-time, --confounds-strategy, --atlas, --config), or rerun the "
-                                 "participant step with these")
-        raise InputError(f"no participant results of {', '.join(config.modules)} in this folder", path=out_dir,
-                         fix="run 'painplast run BIDS_DIR OUTPUT_DIR participant' first, with the same "
-                             "--modules and --session-label")
     return out
 
 
