@@ -136,7 +136,6 @@ CASES = {
     "missing participant_id": _missing_id_column,
     "duplicate participant": _duplicate_id,
     "path characters in ID": _path_characters,
-    "group label": _bad_group,
     "truncated NIfTI": _truncated_nifti,
     "unreadable NIfTI": _unreadable_nifti,
     "grid disagrees": _other_grid,
@@ -162,6 +161,25 @@ def test_bad_input_is_one_line_exit_2_and_no_output(case, tiny, tmp_path, capsys
     assert "fix:" in err
     assert not out.exists()                      # no partial output
     assert _digest(bids) == before               # nothing the user gave is modified
+
+
+def test_group_codes_are_needed_at_the_group_level_only(tiny, tmp_path, capsys):
+    bids = _copy(tiny, tmp_path / "bids")
+    _bad_group(bids)
+    before = _digest(bids)
+    out = tmp_path / "out"
+    run = ["run", str(bids), str(out)]
+    assert main(run + ["participant", "--modules", "structure", "--quiet"]) == 0
+    capsys.readouterr()
+    listing = sorted(p.relative_to(out) for p in out.rglob("*"))
+    assert main(run + ["group", "--modules", "structure", "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "'sick'" in err and "--group-map" in err, err
+    assert sorted(p.relative_to(out) for p in out.rglob("*")) == listing   # the stop wrote nothing
+    assert main(run + ["group", "--modules", "structure", "--group-map", "sick=patient", "--quiet",
+                       "--n-permutations", "10"]) == 0
+    assert (out / "group" / "structure_findings.tsv").exists()
+    assert _digest(bids) == before
 
 
 def test_usage_errors_are_one_line(capsys):

@@ -16,36 +16,52 @@ Raw dataset (``root``):
   to every run whose entities it matches, and the most specific one wins.
 
 Derivative datasets (default: every folder under ``root/derivatives``, whether or not it has a
-``dataset_description.json``; folders written by painplast itself are skipped):
+``dataset_description.json``; folders written by painplast itself are skipped; ``--derivatives``
+gives folders anywhere):
 
-- ``..._task-<t>_..._space-<space>_desc-preproc_bold.nii[.gz]``: ``Run.bold``;
+- ``..._task-<t>_..._space-<space>_desc-preproc_bold.nii[.gz]``: ``Run.bold`` (``space`` in
+  fMRIPrep's ``--output-spaces`` syntax, e.g. ``MNI152NLin6Asym:res-2``, see :class:`Space`);
 - ``..._task-<t>_..._space-<space>_desc-brain_mask.nii[.gz]``: ``Run.mask``;
-- ``..._task-<t>_..._desc-confounds_timeseries.tsv`` (older fMRIPrep: ``_regressors.tsv``):
+- ``..._task-<t>_..._desc-confounds_timeseries.tsv`` (fMRIPrep 1.2-20.1: ``_regressors.tsv``):
   ``Run.confounds``;
 - any other ``..._task-<t>_..._timeseries.tsv``: ``Run.timeseries`` (ROI time series, one column
-  per region);
-- ``sub-<l>_..._space-<space>_label-GM_probseg.nii[.gz]`` (no ``task``): ``Subject.gm``, or a
-  CAT12 ``mwp1*.nii[.gz]`` whose name or folder names the participant;
-- ``sub-<l>_..._space-<space>_desc-brain_mask.nii[.gz]`` (no ``task``): ``Subject.anat_mask``.
+  per region; XCP-D's ``seg-<atlas>_stat-mean_timeseries.tsv`` among them);
+- ``sub-<l>_[ses-<s>_]..._space-<space>_label-GM_probseg.nii[.gz]`` (no ``task``): gray matter
+  of that session, or of every session without ``ses``; or a CAT12 ``mwp1*.nii[.gz]`` whose name
+  or folders name the participant (and session);
+- ``sub-<l>_..._space-<space>_desc-brain_mask.nii[.gz]`` (no ``task``): the anatomical mask.
 
 Files are matched to a run by their entities (``ses``, ``task``, ``acq``, ``ce``, ``rec``,
-``dir``, ``run``), not by their folder. Two files of the same kind for the same run (two fMRIPrep
-versions side by side, two atlases' time series, an fMRIPrep GM map and a CAT12 one) are an error
-that asks the user to pass ``derivatives=`` with one of them; painplast does not guess.
+``dir``, ``run``; ``run-01`` is ``run-1``), not by their folder. Two files of the same kind for
+the same run (two fMRIPrep versions side by side, two atlases' time series, two resolutions of
+one space, an fMRIPrep GM map and a CAT12 one) are an error whose fix names ``--derivatives`` or
+``--space``; painplast does not guess. Names of fMRIPrep before 1.2 stop with one line.
+
+Sessions and runs
+-----------------
+A :class:`Subject` holds every session; :meth:`Cohort.units` gives one record per participant and
+session, the unit of the participant level. Sessions are ordered by ``acq_time`` in
+``sub-<l>_sessions.tsv`` when it has one for each, else by label;
+:meth:`Cohort.cross_sectional_sessions` picks the one session per participant of
+cross-sectional statistics (named, only, or earliest by ``acq_time``; else an error naming
+``--session-label``). The modules combine every run of a task.
 
 Decisions (see :meth:`Cohort.from_bids` for the full list of checks)
 --------------------------------------------------------------------
 - A participant listed in ``participants.tsv`` may lack a raw folder (a derivatives-only dataset
-  such as ROI time series is fine); a participant with no file at all, anywhere, is an error
-  (remove the row, add the data, or leave it out with ``participant_label``).
+  such as ROI time series is fine); a participant with no file at all, anywhere, is left out with
+  a warning, as BIDS Apps do (``Cohort.left_out``; ``strict=True``: an error).
 - Folders ``sub-*`` that ``participants.tsv`` does not list are ignored with a warning.
-- ``group`` is optional; when the column exists, every value must be ``patient`` or ``control``
-  (any case, stored in lower case) and ``n/a`` is an error: a participant of unknown group cannot
-  enter a group comparison silently. The same holds for ``n/a`` in a ``site`` column.
-- Tasks whose label starts with ``rest`` are resting state and need no events; every other task
-  run needs an events file with ``onset`` and ``duration`` columns.
+- ``participants.tsv`` is read as studies write it (see :meth:`Cohort.from_bids`, Notes): known
+  columns in any case, group and sex codes through flags or ``participants.json`` ``Levels``;
+  ``n/a`` leaves a participant out of the analyses that need the column, with a note
+  (``Cohort.notes``); codes that say nothing stop with the flag that fixes them. ``n/a`` in a
+  ``site`` column is an error: the scanner of a scan is always known.
+- Tasks whose label starts with ``rest`` are resting state and need no events; a task run needs
+  an events file with ``onset`` and ``duration`` columns when a model reads it.
 - A preprocessed BOLD run needs its confounds file; a time-series-only run may lack one (motion
-  unknown).
+  unknown). A run needs a repetition time (``--repetition-time`` when its files carry none).
+- With ``needs``, only the files the analyses about to run read are checked.
 - Image checks read headers, the gzip trailer and, for 4-D BOLD, the first volume only (a BOLD
   series whose later volumes are zero passes); GM maps and brain masks are read in full.
 - Participant IDs are always checked (they become file names of the outputs), also with
