@@ -12,19 +12,20 @@ from pathlib import Path
 
 import click
 
-from . import __version__
-from .config import MODULES, Config
+from . import __version__, plasticity
+from .config import Config
 from .errors import InputError, NotAvailableError, PainplastError
 
 
 def _modules(text: str | None) -> tuple[str, ...]:
+    known = plasticity.names()
     if not text:
-        return MODULES
+        return known
     names = tuple(m.strip() for m in text.split(",") if m.strip())
-    bad = [m for m in names if m not in MODULES]
+    bad = [m for m in names if m not in known]
     if bad:
         raise InputError(f"unknown module(s) {', '.join(bad)} in --modules",
-                         fix=f"use a comma-separated subset of {','.join(MODULES)}")
+                         fix=f"use a comma-separated subset of {','.join(known)}")
     return names
 
 
@@ -90,7 +91,7 @@ def _config(config_file, modules, n_permutations, signatures, seed) -> Config:
 @click.argument("output_dir", type=click.Path(path_type=Path))
 @click.argument("analysis_level", type=click.Choice(["participant", "group"]))
 @click.option("--participant-label", multiple=True, help="Participants to process (with or without 'sub-'); repeatable.")
-@click.option("--modules", default=None, help=f"Comma-separated subset of {','.join(MODULES)} (default: all).")
+@click.option("--modules", default=None, help=f"Comma-separated subset of {','.join(plasticity.names())} (default: all).")
 @click.option("--atlas", default=None, help="Connectivity atlas: pain, power, dosenbach, seitzman, or a label image.")
 @click.option("--signature", "signatures", multiple=True, type=click.Path(path_type=Path), help="Pattern weight map (NIfTI) for signature responses; repeatable.")
 @click.option("--n-jobs", type=int, default=1, show_default=True, help="Worker processes (joblib).")
@@ -147,31 +148,11 @@ def _check_output_dir(bids_dir: Path, output_dir: Path) -> None:
                          path=output_dir, fix="give a new or empty folder (painplast never overwrites other data)")
 
 
-BIOMARKER_DEFAULTS = {"folds": 5, "inner_folds": 5, "repeats": 5, "n_permutations": 100,
-                      "n_bootstrap": 2000, "learning": True, "n_jobs": 1, "features": "a-priori"}
-
-
 def _biomarker(cohort, config, output_dir, target, **overrides):
-    """Build, validate and save the biomarker for ``target`` from the run's feature files."""
-    try:
-        from .biomarker import run_biomarker
-        from .biomarker.features import from_derivatives
-    except ImportError:  # pragma: no cover - the biomarker package ships with painplast
-        raise NotAvailableError("the biomarker engine is not available") from None
-    options = {**BIOMARKER_DEFAULTS, **config.options.get("biomarker", {}), **overrides}
-    table = from_derivatives(output_dir)
-    if options.pop("features") == "a-priori":  # the findings tables' features (docs/architecture.md)
-        from .biomarker.model import ALIASES, CONFOUNDS
-        from .contrasts import for_column
-        # keep the feature files' confound columns (mean FD) only if the model uses them
-        confounds = (options.get("model_options") or {}).get("confounds", CONFOUNDS)
-        table = table.a_priori(output_dir, keep=tuple(confounds),
-                               contrast=for_column(ALIASES.get(target, target)))
-    table = table.complete().informative()
-    participants = cohort.participants.reset_index()
-    result, _ = run_biomarker(table, participants, target, random_state=config.random_state,
-                              out_dir=output_dir, overwrite=True, **options)
-    return result
+    """The engine's biomarker runner: :func:`painplast.biomarker.run_from_derivatives`."""
+    from .biomarker import run_from_derivatives
+
+    return run_from_derivatives(cohort, config, output_dir, target, **overrides)
 
 
 def _maybe_report(output_dir) -> Path | None:
@@ -200,13 +181,13 @@ def predict(model, bids_dir, out):
     from .derivatives import write_tsv
     loaded = load_model(model)
     needed = sorted({name.split(".", 1)[0] for name in loaded.metadata.get("biomarker_input", {}).get("features", [])
-                     if name.split(".", 1)[0] in MODULES})
+                     if name.split(".", 1)[0] in plasticity.names()})
     bids_dir, out = Path(bids_dir), Path(out)
     if (bids_dir / "participants.tsv").exists():
         cohort = Cohort.from_bids(bids_dir)
         participants = cohort.participants.reset_index()
         features_dir = out / "features"
-        engine.run_participant_level(cohort, Config(modules=tuple(needed) or MODULES), features_dir,
+        engine.run_participant_level(cohort, Config(modules=tuple(needed) or None), features_dir,
                                      progress=False)
     else:
         raise InputError("has no participants.tsv", path=bids_dir,
