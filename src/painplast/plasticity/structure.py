@@ -128,7 +128,7 @@ def voxel_volume_ml(img) -> float:
 
     Examples
     --------
-    >>> voxel_volume_ml(nib.Nifti1Image(np.zeros((2, 2, 2)), np.diag([2.0, 2.0, 2.0, 1.0])))
+    >>> round(voxel_volume_ml(nib.Nifti1Image(np.zeros((2, 2, 2)), np.diag([2.0, 2.0, 2.0, 1.0]))), 9)
     0.008
     """
     return float(abs(np.linalg.det(np.asarray(img.affine, float)[:3, :3]))) / 1000.0
