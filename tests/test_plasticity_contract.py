@@ -304,3 +304,24 @@ def test_toy_module_runs_end_to_end(toy_registered, tmp_path):
     section = html.split('<section id="toy">')[1].split("</section>")[0]
     assert "Toy signal quality" in section and "temporal SNR of two regions" in section
     assert "toy.dacc_tsnr" in section
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"biomarker": {"repeat": 2}}, "unknown option(s) repeat for biomarker"),
+    ({"structure": {"fhwm": 8}}, "unknown option(s) fhwm for structure"),
+    ({"strucure": {"fwhm": 8}}, "unknown options section(s) strucure"),
+])
+def test_options_are_checked_where_a_config_file_enters(options, message, tmp_path, capsys):
+    """Module and biomarker options are declared once and checked before anything runs: an
+    unknown key is one line on stderr and exit status 2, no output folder."""
+    import json
+
+    from painplast.cli import main
+
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({"options": options}))
+    out = tmp_path / "out"
+    code = main(["run", str(simulated(**DOCS)), str(out), "participant", "--config", str(path)])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and message in err and len(err.splitlines()) == 1
+    assert not out.exists()
