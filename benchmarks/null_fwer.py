@@ -20,10 +20,6 @@ import tempfile
 import time
 from pathlib import Path
 
-TASK_OF = {"sensitization": "pain", "reorganization": "somatotopy", "modulation": "modulation",
-           "connectivity": "rest", "structure": None}
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--module", required=True)
@@ -45,7 +41,8 @@ def main(argv=None) -> int:
     import pandas as pd
 
     modules = tuple(args.module.split(","))
-    keep = {TASK_OF[m] for m in modules}
+    from painplast import plasticity
+    keep = {plasticity.get(m).task for m in modules}       # the tasks the modules declare they read
     volumes = {f"volumes_{t}": 10 for t in ("pain", "somatotopy", "modulation", "rest") if t not in keep}
     hits, t0 = {m: [] for m in modules}, time.perf_counter()
     for seed in range(args.seeds):

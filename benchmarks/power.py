@@ -47,19 +47,10 @@ def _kind(feature: str) -> str:
 
 
 def module_tests() -> dict[str, list[tuple[str, str]]]:
-    """Each module's findings rows, taken from the modules themselves."""
-    from painplast import atlas
-    from painplast.plasticity import connectivity, modulation, reorganization, structure
+    """Each module's findings rows, as the modules declare them (no signature configured)."""
+    from painplast import plasticity
 
-    sens = [(f"sensitization.{r}_{k}", "patient-control") for r in atlas.PAIN_PROCESSING_REGIONS
-            for k in ("response", "slope")]
-    reorg = [(f, c) for f in reorganization.A_PRIORI for c in reorganization.CONTRASTS]
-    conn = [(f"connectivity.{c}", k) for c in atlas.COUPLINGS for k in connectivity.FINDINGS_CONTRASTS]
-    mod_feats = ([f"modulation.{r}_index" for r in atlas.PAIN_PROCESSING_REGIONS]
-                 + [f"modulation.{p}" for p in modulation.PPI])
-    mod = [(f, c) for f in mod_feats for c in modulation.CONTRASTS]
-    return {"sensitization": sens, "reorganization": reorg, "connectivity": conn,
-            "structure": structure.a_priori_tests(), "modulation": mod}
+    return {name: d.a_priori() for name, d in plasticity.available().items()}
 
 
 def measured_reliability(run_dir: Path) -> dict[str, float]:

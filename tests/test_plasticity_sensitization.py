@@ -137,7 +137,7 @@ def test_signatures_and_voxelwise_group(small_cohort, shared_data, tmp_path):
     assert fc.loc["painrois", "ci_low"] < fc.loc["painrois", "accuracy"] <= fc.loc["painrois", "ci_high"]
     assert res.tables["roc"].set_index("signature").loc["painrois", "auc"] > 0.7
     assert "sensitization.signature_painrois_dot" in set(res.findings.feature)
-    assert "patient-control_t" in res.maps
+    assert "patient_control_t" in res.maps
     assert list(res.clusters.columns[:8]) == ["contrast", "peak_x", "peak_y", "peak_z", "peak_stat",
                                               "size_mm3", "p_fwe", "label"]
     assert results[0].maps["pain_beta"].shape == results[0].maps["pain_t"].shape

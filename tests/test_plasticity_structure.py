@@ -12,7 +12,7 @@ from painplast import atlas, contrasts
 from painplast.cohort import Cohort, Subject
 from painplast.config import Config
 from painplast.errors import InputError
-from painplast.plasticity import structure
+from painplast.plasticity import _secondlevel, structure
 from painplast.results import CLUSTERS_COLUMNS, FINDINGS_COLUMNS
 
 ALPHA = 0.05
@@ -113,7 +113,7 @@ def test_voxelwise_t_equals_a_plain_least_squares_fit(small):
     parts = cohort.participants.reindex(features.index)
     extra = pd.DataFrame({"gm_total": features["structure.gm_total"]})
     Y, mask, _ = structure._load_stack(results, structure.DEFAULTS["mask_threshold"], None)
-    X, rows, names, _ = structure.voxelwise_design(parts, "patient-control", extra, "gm_total")
+    X, rows, names, _ = _secondlevel.voxelwise_design(parts, "patient-control", extra, "gm_total")
     assert names[:2] == ["intercept", "patient-control"] and "gm_total" in names and "age" in names
     # slow obvious reference: group coded by hand, lstsq, t = beta / se
     group_col = (parts["group"] == "patient").to_numpy(float)
@@ -148,7 +148,7 @@ def test_cluster_table_peaks_sizes_and_signs():
     t[10:18, 6, 6] = [4.0, 5.0, 4.5, 4.0, 3.6, 4.2, 4.5, 4.1]
     p = np.where(t != 0, 0.01, 1.0)
     p[16, 6, 6] = 0.02
-    table = structure.cluster_table(t, p, affine, "patient-control", min_peak_distance=8.0, max_subpeaks=3)
+    table = _secondlevel.cluster_table(t, p, affine, "patient-control", min_peak_distance=8.0, max_subpeaks=3)
     peaks = table[table.peak == "peak"]
     assert len(peaks) == 2 and set(table.cluster) == {1, 2}
     neg = peaks[peaks.peak_stat < 0].iloc[0]
@@ -160,7 +160,7 @@ def test_cluster_table_peaks_sizes_and_signs():
     assert pos.size_mm3.iloc[0] == pytest.approx(8 * 9 * 64.0)
     assert table.label.str.len().gt(0).all()
     # nothing significant -> an empty table with the contract columns
-    empty = structure.cluster_table(t, np.ones_like(p), affine, "age")
+    empty = _secondlevel.cluster_table(t, np.ones_like(p), affine, "age")
     assert empty.empty and all(c in empty.columns for c in CLUSTERS_COLUMNS)
 
 

@@ -13,6 +13,7 @@ from scipy import stats
 
 from painplast.errors import InputError
 from painplast.stats.nbs import edge_t_statistic, nbs
+from painplast.stats.permutation import draw_permutations
 
 
 def _symmetric(a):
@@ -27,6 +28,12 @@ def _two_groups(seed, n_nodes=20, n_x=12, n_y=14, planted=(2, 5, 7, 9), effect=1
     y = rng.normal(size=(n_nodes, n_nodes, n_y))
     x[np.ix_(planted, planted)] += effect
     return _symmetric(x), _symmetric(y)
+
+
+def _bct_permutations(seed, k, n):
+    """The permutations ``bct.nbs_bct(..., seed=seed)`` draws: ``RandomState(seed).permutation(n)``."""
+    rng = np.random.RandomState(seed)
+    return np.array([rng.permutation(n) for _ in range(k)])
 
 
 def _run_bct(x, y, thresh, k, tail, seed):
@@ -51,7 +58,8 @@ def test_same_components_and_null_as_bct(tail):
     x, y = _two_groups(seed=3)
     k = 60
     p_bct, adj_bct, null_bct = _run_bct(x, y, 2.5, k, tail, seed=11)
-    result = nbs(x, y, threshold=2.5, tail=tail, n_permutations=k, random_state=11)
+    result = nbs(x, y, threshold=2.5, tail=tail, n_permutations=k,
+                 permutations=_bct_permutations(11, k, x.shape[2] + y.shape[2]))
 
     np.testing.assert_array_equal(result.supra_threshold, adj_bct > 0)
     ours = {frozenset(c.nodes.tolist()): c for c in result.components}
@@ -63,7 +71,7 @@ def test_same_components_and_null_as_bct(tail):
         assert component.size == len(edges)
         # same seed -> same permutations -> the same count of null >= size
         assert round(component.p_fwe * (k + 1)) - 1 == round(p * k)
-    # bctpy draws its permutations from RandomState(seed) exactly as we do
+    # given bctpy's permutations, the null distribution is bctpy's
     np.testing.assert_array_equal(result.null_distribution, null_bct)
     np.testing.assert_array_equal(result.component_labels > 0, adj_bct > 0)
 
@@ -129,7 +137,7 @@ def _slow_t(data, design, contrast):
     return contrast @ beta / np.sqrt((resid ** 2).sum(0) / df * var_c)
 
 
-def _slow_nbs(data, design, contrast, threshold, tail, k, size, seed, blocks=None):
+def _slow_nbs(data, design, contrast, threshold, tail, size, perms):
     """One permutation at a time: Freedman–Lane refit with lstsq, components by BFS."""
     n_subjects, n_edges = data.shape
     n_nodes = int((1 + np.sqrt(1 + 8 * n_edges)) / 2)
@@ -148,17 +156,7 @@ def _slow_nbs(data, design, contrast, threshold, tail, k, size, seed, blocks=Non
         return max((s for _, s in comps), default=0.0), comps
 
     _, observed = max_size(_slow_t(data, design, contrast))
-    rng = np.random.RandomState(seed)
-    null = []
-    for _ in range(k):
-        if blocks is None:
-            perm = rng.permutation(n_subjects)
-        else:
-            perm = np.arange(n_subjects)
-            for b in np.unique(blocks):
-                index = np.flatnonzero(blocks == b)
-                perm[index] = index[rng.permutation(index.size)]
-        null.append(max_size(_slow_t(resid[perm] + fit, design, contrast))[0])
+    null = [max_size(_slow_t(resid[perm] + fit, design, contrast))[0] for perm in perms]
     return observed, np.array(null)
 
 
@@ -193,7 +191,8 @@ def test_vectorized_path_matches_slow_reference(case):
     blocks = site if case == "covariates_blocks" else None
     k = 40
 
-    observed, null = _slow_nbs(data, design, contrast, 2.0, tail, k, size, seed=5, blocks=blocks)
+    perms, _ = draw_permutations(n_subjects, k, blocks=blocks, random_state=5)  # nbs's own draws
+    observed, null = _slow_nbs(data, design, contrast, 2.0, tail, size, perms)
     result = nbs(data, design=design, contrast=contrast, threshold=2.0, tail=tail,
                  n_permutations=k, size=size, blocks=blocks, random_state=5, chunk_size=7)
 

@@ -170,7 +170,14 @@ def voxel_coordinates(shape: Sequence[int], affine: np.ndarray) -> np.ndarray:
     return np.moveaxis(np.tensordot(affine[:3, :3], idx, axes=1), 0, -1) + affine[:3, 3]
 
 
-def _grid(target) -> tuple[tuple[int, int, int], np.ndarray]:
+def grid(target) -> tuple[tuple[int, int, int], np.ndarray]:
+    """Shape (3-D) and affine of a grid given as an image or as ``(shape, affine)``.
+
+    Examples
+    --------
+    >>> grid(((10, 12, 8, 100), np.eye(4)))[0]
+    (10, 12, 8)
+    """
     if isinstance(target, tuple) and len(target) == 2:
         shape, affine = target
         return tuple(int(s) for s in shape[:3]), np.asarray(affine, float)
@@ -196,7 +203,7 @@ def sphere_mask(center: Sequence[float], target, radius: float = 6.0) -> np.ndar
     -------
     ndarray of bool, shape target.shape[:3]
     """
-    shape, affine = _grid(target)
+    shape, affine = grid(target)
     xyz = voxel_coordinates(shape, affine)
     dist = np.linalg.norm(xyz - np.asarray(center, float), axis=-1)
     mask = dist <= radius
@@ -208,7 +215,7 @@ def sphere_mask(center: Sequence[float], target, radius: float = 6.0) -> np.ndar
 
 def region_mask(region: str, target, radius: float = 6.0) -> np.ndarray:
     """Union of the spheres of a region (or a single ROI name) on the target grid."""
-    out = np.zeros(_grid(target)[0], bool)
+    out = np.zeros(grid(target)[0], bool)
     for r in region_rois(region):
         out |= sphere_mask(r.center, target, radius)
     return out
@@ -223,7 +230,7 @@ def pain_label_image(target, radius: float = 6.0, names: Iterable[str] | None = 
         Label ``k`` (1-based) marks ROI ``labels[k - 1]``; 0 is background.
     labels : list of str
     """
-    shape, affine = _grid(target)
+    shape, affine = grid(target)
     names = list(names) if names is not None else list(ROI_NAMES)
     data = np.zeros(shape, np.int16)
     for k, name in enumerate(names, start=1):

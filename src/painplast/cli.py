@@ -13,19 +13,20 @@ from pathlib import Path
 
 import click
 
-from . import __version__
-from .config import MODULES, Config
+from . import __version__, plasticity
+from .config import Config
 from .errors import InputError, NotAvailableError, PainplastError
 
 
 def _modules(text: str | None) -> tuple[str, ...]:
+    known = plasticity.names()
     if not text:
-        return MODULES
+        return known
     names = tuple(m.strip() for m in text.split(",") if m.strip())
-    bad = [m for m in names if m not in MODULES]
+    bad = [m for m in names if m not in known]
     if bad:
         raise InputError(f"unknown module(s) {', '.join(bad)} in --modules",
-                         fix=f"use a comma-separated subset of {','.join(MODULES)}")
+                         fix=f"use a comma-separated subset of {','.join(known)}")
     return names
 
 
@@ -142,15 +143,12 @@ def _load_cohort(bids_dir, config: Config, data: dict, needs=None, lenient_codes
 
 
 def _needs(modules):
-    """What each module reads (for validation and for stopping before work when nothing matches)."""
-    from . import plasticity
+    """What each module reads (its declaration), for validation and for stopping before work."""
     from .cohort import Needs
     out = []
     for name in modules:
-        mod = plasticity.load(name)
-        task = getattr(mod, "TASK", None) if mod is not None else None
-        defaults = getattr(mod, "DEFAULTS", {}) or {}
-        task = defaults.get("task", task)
+        declaration = plasticity.get(name)
+        task = declaration.defaults.get("task", declaration.task)
         if task is None:
             out.append(Needs(name, anat=True))
         else:
@@ -163,11 +161,9 @@ def _with_confounds(config: Config, strategy: str | None) -> Config:
     """``--confounds-strategy`` for every module that has a confounds strategy."""
     if not strategy:
         return config
-    from . import plasticity
     opts = {k: dict(v) for k, v in config.options.items()}
     for name in config.modules:
-        mod = plasticity.load(name)
-        if mod is not None and "confounds_strategy" in (getattr(mod, "DEFAULTS", {}) or {}):
+        if "confounds_strategy" in plasticity.get(name).defaults:
             opts.setdefault(name, {})["confounds_strategy"] = strategy
     return config.replace(options=opts)
 
@@ -177,7 +173,7 @@ def _with_confounds(config: Config, strategy: str | None) -> Config:
 @click.argument("output_dir", type=click.Path(path_type=Path))
 @click.argument("analysis_level", type=click.Choice(["participant", "group"]))
 @_data_options
-@click.option("--modules", default=None, help=f"Comma-separated subset of {','.join(MODULES)} (default: all).")
+@click.option("--modules", default=None, help=f"Comma-separated subset of {','.join(plasticity.names())} (default: all).")
 @click.option("--atlas", default=None, help="Connectivity atlas: pain, power, dosenbach, seitzman, or a label image.")
 @click.option("--signature", "signatures", multiple=True, type=click.Path(path_type=Path), help="Pattern weight map (NIfTI) for signature responses; repeatable.")
 @click.option("--n-jobs", type=int, default=1, show_default=True, help="Worker processes (joblib).")
@@ -246,33 +242,11 @@ def _check_output_dir(bids_dir: Path, output_dir: Path) -> None:
                          path=output_dir, fix="give a new or empty folder (painplast never overwrites other data)")
 
 
-BIOMARKER_DEFAULTS = {"folds": 5, "inner_folds": 5, "repeats": 5, "n_permutations": 100,
-                      "n_bootstrap": 2000, "learning": True, "n_jobs": 1, "features": "a-priori"}
+def _biomarker(cohort, config, output_dir, target, **overrides):
+    """The engine's biomarker runner: :func:`painplast.biomarker.run_from_derivatives`."""
+    from .biomarker import run_from_derivatives
 
-
-def _biomarker(cohort, config, output_dir, target, sessions=None, **overrides):
-    """Build, validate and save the biomarker for ``target`` from the run's feature files
-    (one session per participant: ``sessions``, default the cross-sectional choice)."""
-    try:
-        from .biomarker import run_biomarker
-        from .biomarker.features import from_derivatives
-    except ImportError:  # pragma: no cover - the biomarker package ships with painplast
-        raise NotAvailableError("the biomarker engine is not available") from None
-    options = {**BIOMARKER_DEFAULTS, **config.options.get("biomarker", {}), **overrides}
-    sessions = cohort.cross_sectional_sessions() if sessions is None else sessions
-    table = from_derivatives(output_dir, sessions=sessions)
-    if options.pop("features") == "a-priori":  # the findings tables' features (docs/architecture.md)
-        from .biomarker.model import ALIASES, CONFOUNDS
-        from .contrasts import for_column
-        # keep the feature files' confound columns (mean FD) only if the model uses them
-        confounds = (options.get("model_options") or {}).get("confounds", CONFOUNDS)
-        table = table.a_priori(output_dir, keep=tuple(confounds),
-                               contrast=for_column(ALIASES.get(target, target)))
-    table = table.complete().informative()
-    participants = cohort.participants.reset_index()
-    result, _ = run_biomarker(table, participants, target, random_state=config.random_state,
-                              out_dir=output_dir, overwrite=True, **options)
-    return result
+    return run_from_derivatives(cohort, config, output_dir, target, **overrides)
 
 
 def _maybe_report(output_dir) -> Path | None:
@@ -304,7 +278,7 @@ def predict(model, bids_dir, out, participant_label, session_label, space, task_
     from .derivatives import write_tsv
     loaded = load_model(model)
     needed = sorted({name.split(".", 1)[0] for name in loaded.metadata.get("biomarker_input", {}).get("features", [])
-                     if name.split(".", 1)[0] in MODULES})
+                     if name.split(".", 1)[0] in plasticity.names()})
     bids_dir, out = Path(bids_dir), Path(out)
     data = dict(participant_label=participant_label, session_label=session_label, derivatives=derivatives,
                 group_map=group_map, sex_map=sex_map, strict=strict)

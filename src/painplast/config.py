@@ -1,9 +1,14 @@
 """Run configuration: one frozen object that every stage receives.
 
 Common parameters are fields; module-specific parameters live in ``options`` under the module's
-name, with defaults declared by the module (``DEFAULTS`` in each ``plasticity`` module) and read
-through :meth:`Config.module`. The hash of the parameters a module sees decides whether a rerun
-can skip a participant (see :mod:`painplast.engine`).
+name, with defaults declared by the module (:class:`painplast.plasticity.Declaration`) and read
+through :meth:`Config.module`; the biomarker's options live under ``options["biomarker"]`` with
+defaults declared in :mod:`painplast.biomarker`. The hash of the parameters a module sees decides
+whether a rerun can skip a participant (see :mod:`painplast.engine`).
+
+Module names are checked against :mod:`painplast.plasticity`'s registry when a Config is made;
+this file keeps no list of modules (``painplast.plasticity`` imports nothing from here at import
+time, and this file imports it only inside functions).
 """
 from __future__ import annotations
 
@@ -15,9 +20,19 @@ from typing import Any, Mapping
 
 from .errors import InputError
 
-MODULES = ("sensitization", "reorganization", "connectivity", "structure", "modulation")
 #: Fields only the group stages and the biomarker read: not part of a participant output's hash.
 GROUP_FIELDS = ("n_permutations", "alpha", "random_state")
+#: The options section that is not a plasticity module.
+BIOMARKER = "biomarker"
+
+
+def __getattr__(name: str):
+    """``MODULES``: the registered module names (:func:`painplast.plasticity.names`)."""
+    if name == "MODULES":
+        from . import plasticity
+
+        return plasticity.names()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @dataclass(frozen=True)
@@ -26,8 +41,8 @@ class Config:
 
     Parameters
     ----------
-    modules : tuple of str
-        Plasticity modules to run, a subset of :data:`MODULES`.
+    modules : tuple of str, optional
+        Plasticity modules to run, a subset of :func:`painplast.plasticity.names`; default: all.
     space : str
         Template space of the preprocessed images (fMRIPrep ``space-`` entity).
     roi_radius_mm : float
@@ -51,16 +66,19 @@ class Config:
     repetition_time : float or None
         Seconds, for runs whose files carry none (``--repetition-time``).
     options : mapping
-        ``{module: {parameter: value}}`` overriding the module's ``DEFAULTS``.
+        ``{module: {parameter: value}}`` overriding the module's declared defaults, and
+        ``{"biomarker": {...}}`` overriding :data:`painplast.biomarker.DEFAULTS`.
 
     Examples
     --------
     >>> cfg = Config(modules=("structure",), options={"structure": {"fwhm": 8.0}})
     >>> cfg.module("structure", {"fwhm": 6.0, "atlas": "pain"})["fwhm"]
     8.0
+    >>> cfg.module("structure")["mask_threshold"]      # the module's declared default
+    0.2
     """
 
-    modules: tuple[str, ...] = MODULES
+    modules: tuple[str, ...] | None = None
     space: str = "MNI152NLin2009cAsym"
     roi_radius_mm: float = 6.0
     smoothing_fwhm: float | None = 6.0
@@ -75,22 +93,75 @@ class Config:
     options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
     def __post_init__(self):
-        unknown = [m for m in self.modules if m not in MODULES]
+        from . import plasticity  # here, not at the top: the modules import this file
+
+        known = plasticity.names()
+        modules = known if self.modules is None else tuple(self.modules)
+        unknown = [m for m in modules if m not in known]
         if unknown:
             raise InputError(f"unknown module(s) {', '.join(unknown)}",
-                             fix=f"choose from {', '.join(MODULES)}")
-        object.__setattr__(self, "modules", tuple(self.modules))
+                             fix=f"choose from {', '.join(known)}")
+        object.__setattr__(self, "modules", modules)
         object.__setattr__(self, "signatures", tuple(str(s) for s in self.signatures))
         object.__setattr__(self, "task_map", {str(k): str(v) for k, v in dict(self.task_map).items()})
 
-    def module(self, name: str, defaults: Mapping[str, Any]) -> dict[str, Any]:
-        """Module parameters: ``defaults`` updated with this config's ``options[name]``."""
+    def module(self, name: str, defaults: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """Options of a module (or of the biomarker): ``defaults`` updated with ``options[name]``.
+
+        Parameters
+        ----------
+        name : str
+            A module name, or ``"biomarker"``.
+        defaults : mapping, optional
+            Default: the module's declared defaults.
+
+        Raises
+        ------
+        InputError
+            ``options[name]`` has a key that ``defaults`` does not.
+        """
+        if defaults is None:
+            from . import plasticity
+
+            defaults = plasticity.get(name).defaults
         given = dict(self.options.get(name, {}))
         unknown = sorted(set(given) - set(defaults))
         if unknown:
-            raise InputError(f"unknown option(s) {', '.join(unknown)} for module {name}",
-                             fix=f"use one of {', '.join(sorted(defaults))}")
+            raise InputError(f"unknown option(s) {', '.join(unknown)} for {name}",
+                             fix=f"use one of {', '.join(sorted(defaults))} under "
+                                 f"options[{name!r}] in the --config file")
         return {**defaults, **given}
+
+    def check_options(self) -> None:
+        """Check every options section and key against the declared defaults.
+
+        Called where a configuration enters (a config file, the command line), so that a typo
+        stops the run before anything is computed rather than when its stage starts.
+
+        Raises
+        ------
+        InputError
+            An unknown section (neither a module nor ``"biomarker"``) or option.
+
+        Examples
+        --------
+        >>> Config(options={"structure": {"fwhm": 8}}).check_options()
+        >>> Config(options={"structure": {"fhwm": 8}}).check_options()
+        Traceback (most recent call last):
+        ...
+        painplast.errors.InputError: unknown option(s) fhwm for structure; fix: use one of ...
+        """
+        from . import biomarker, plasticity
+
+        sections = {**{name: None for name in plasticity.names()},
+                    BIOMARKER: biomarker.DEFAULTS}
+        unknown = sorted(set(self.options) - set(sections))
+        if unknown:
+            raise InputError(f"unknown options section(s) {', '.join(unknown)}",
+                             fix=f"use module names or {BIOMARKER!r} as keys of options")
+        for name, defaults in sections.items():
+            if name in self.options:
+                self.module(name, defaults)
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -144,4 +215,13 @@ class Config:
         for key in ("modules", "signatures"):
             if key in data:
                 data[key] = tuple(data[key])
-        return cls(**data)
+        if not isinstance(data.get("options", {}), Mapping) or not all(
+                isinstance(v, Mapping) for v in data.get("options", {}).values()):
+            raise InputError("options must be an object of objects", path=path,
+                             fix='write {"options": {"structure": {"fwhm": 8}}}')
+        config = cls(**data)
+        try:
+            config.check_options()
+        except InputError as error:
+            raise InputError(error.message, path=path, fix=error.fix) from None
+        return config

@@ -18,7 +18,7 @@ age                       age                     everyone    group, sex, site
 ========================  ======================  ==========  ==================================
 
 Modules add their own covariates (connectivity: ``mean_fd``; structure: ``gm_total`` for
-regional gray matter). Group contrasts report Cohen's d, continuous ones the partial r;
+regional gray matter), as their declarations say (:func:`module_covariates`). Group contrasts report Cohen's d, continuous ones the partial r;
 ``p_corrected`` is Holm's family-wise correction over all rows of one module's table.
 """
 from __future__ import annotations
@@ -184,14 +184,14 @@ def findings_table(features: pd.DataFrame, participants: pd.DataFrame,
     return table[list(FINDINGS_COLUMNS)]
 
 
-#: Covariates a module adds to the contrasts' own, per feature ("*" = every feature).
-MODULE_COVARIATES: dict[str, dict[str, tuple[str, ...]]] = {
-    "connectivity": {"*": ("mean_fd",)},
-    "structure": {"*": ("gm_total",), "structure.gm_total": ()},
-}
-
-
 def module_covariates(module: str, feature: str) -> tuple[str, ...]:
-    """The covariates ``module`` adds when testing ``feature`` (see :data:`MODULE_COVARIATES`)."""
-    spec = MODULE_COVARIATES.get(module, {})
-    return spec.get(feature, spec.get("*", ()))
+    """The covariates ``module`` adds when testing ``feature``, as the module declares them.
+
+    Examples
+    --------
+    >>> module_covariates("structure", "structure.gm_dacc"), module_covariates("structure", "structure.gm_total")
+    (('gm_total',), ())
+    """
+    from . import plasticity  # here: the modules import this file
+
+    return plasticity.get(module).covariates_of(feature)

@@ -2,6 +2,8 @@
 
 * :mod:`~painplast.biomarker.features`: the feature table (any modules' subject features, voxel
   maps through a mask), with the module each column came from.
+* :mod:`~painplast.biomarker.steps`: the pipeline steps painplast adds to scikit-learn's
+  (confound regression, feature screening) and the one loop that applies fitted steps.
 * :mod:`~painplast.biomarker.model`: :class:`~painplast.biomarker.model.BiomarkerModel`, whose
   pipeline (ComBat by site, confound regression, scaling, optional PCA, penalized linear model
   with its penalty tuned by inner cross-validation) is fitted on training data only;
@@ -9,11 +11,15 @@
 * :mod:`~painplast.biomarker.validate`: repeated nested cross-validation, leave-one-site-out,
   permutation test, bootstrap intervals, learning curve; ``group/biomarker_<target>.json``.
 * :mod:`~painplast.biomarker.profile`: per-patient plasticity profiles against a normative model
-  of the controls, on the five module axes.
+  of the controls, on the module axes.
 * :mod:`~painplast.biomarker.combat`, :mod:`~painplast.biomarker.store`: the ComBat pipeline step
   and pickle-free model files.
 
-:func:`run_biomarker` strings them together for one target.
+The biomarker's options are declared here (:class:`Settings`, :data:`DEFAULTS`) and read from
+``Config.options["biomarker"]`` like a module's (an unknown key is an InputError).
+:func:`run_biomarker` strings the parts together for one target;
+:func:`run_from_derivatives` does it from a painplast output folder (``painplast run ... group
+--biomarker``).
 
 Examples
 --------
@@ -25,24 +31,113 @@ Examples
 >>> feats = pd.DataFrame(rng.normal(size=(40, 3)), index=ids,
 ...                      columns=["structure.gm_dacc", "structure.gm_dlpfc", "connectivity.mpfc_nacc"])
 >>> feats.iloc[::2, 0] -= 1.5
->>> result, model = run_biomarker(feats, parts, "diagnosis", repeats=1, n_permutations=0,
-...                               learning=False, n_bootstrap=200, inner_folds=3)
+>>> settings = Settings(repeats=1, n_permutations=0, learning=False, n_bootstrap=200, inner_folds=3)
+>>> result, model = run_biomarker(feats, parts, "diagnosis", settings)
 >>> result["metrics"]["auc"]["estimate"] > 0.7
 True
 """
 from __future__ import annotations
 
 import os
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, Mapping
 
-__all__ = ["run_biomarker"]
+from painplast.errors import InputError
+
+if TYPE_CHECKING:
+    from painplast.cohort import Cohort
+    from painplast.config import Config
+
+__all__ = ["DEFAULTS", "Settings", "run_biomarker", "run_from_derivatives"]
+
+#: Feature choices: the modules' a-priori features (their findings rows), or every feature.
+FEATURES = ("a-priori", "all")
 
 
-def run_biomarker(feature_table, participants, target: str, random_state: int = 0,
-                  out_dir: str | os.PathLike | None = None, *, model_options: dict | None = None,
-                  folds: int = 5, inner_folds: int = 5, repeats: int = 5,
-                  n_permutations: int = 100, n_bootstrap: int = 2000, site_out: bool = True,
-                  learning: bool = True, n_jobs: int = 1, overwrite: bool = False):
+@dataclass(frozen=True)
+class Settings:
+    """How a biomarker is built and validated (``Config.options["biomarker"]``).
+
+    Parameters
+    ----------
+    features : {"a-priori", "all"}
+        The modules' a-priori features (the rows of their findings tables, and for a target
+        that a findings contrast tests, the features tested with it), or every subject feature.
+    folds, inner_folds, repeats : int
+        Nested cross-validation: outer folds x repeats; inner folds choose the penalty.
+    n_permutations : int
+        Label permutations of the whole pipeline (0: no permutation test).
+    n_bootstrap : int
+        Bootstrap resamples of the metrics' intervals.
+    site_out : bool
+        Also validate leaving one site out at a time.
+    learning : bool
+        Compute the learning curve.
+    n_jobs : int
+        Parallel jobs of the validation.
+    model_options : mapping
+        Further :class:`~painplast.biomarker.model.BiomarkerModel` parameters (``estimator``,
+        ``confounds``, ``harmonize`` ...).
+
+    Examples
+    --------
+    >>> from painplast.config import Config
+    >>> Settings.from_config(Config(options={"biomarker": {"repeats": 2}})).repeats
+    2
+    >>> Settings.from_config(Config(options={"biomarker": {"repeat": 2}}))
+    Traceback (most recent call last):
+    ...
+    painplast.errors.InputError: unknown option(s) repeat for biomarker; fix: use one of ...
+    """
+
+    features: str = "a-priori"
+    folds: int = 5
+    inner_folds: int = 5
+    repeats: int = 5
+    n_permutations: int = 100
+    n_bootstrap: int = 2000
+    site_out: bool = True
+    learning: bool = True
+    n_jobs: int = 1
+    model_options: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self):
+        if self.features not in FEATURES:
+            raise InputError(f"biomarker option features={self.features!r} is not known",
+                             fix="use --biomarker-features a-priori or all")
+        object.__setattr__(self, "model_options", dict(self.model_options or {}))
+
+    @classmethod
+    def from_config(cls, config: "Config", **overrides) -> "Settings":
+        """The settings of ``config.options["biomarker"]``, then ``overrides``.
+
+        Raises
+        ------
+        InputError
+            An option (in the config or the overrides) that is not a field.
+        """
+        options = config.module("biomarker", DEFAULTS)
+        unknown = sorted(set(overrides) - set(DEFAULTS))
+        if unknown:
+            raise InputError(f"unknown option(s) {', '.join(unknown)} for biomarker",
+                             fix=f"use one of {', '.join(sorted(DEFAULTS))}")
+        return cls(**{**options, **overrides})
+
+    def validation(self) -> dict[str, Any]:
+        """Keyword arguments of :func:`painplast.biomarker.validate.validate`."""
+        keys = ("folds", "repeats", "n_permutations", "n_bootstrap", "site_out", "learning",
+                "n_jobs")
+        return {k: getattr(self, k) for k in keys}
+
+
+#: The biomarker options and their defaults (``Config.options["biomarker"]``).
+DEFAULTS: dict[str, Any] = {f.name: getattr(Settings(), f.name) for f in fields(Settings)}
+
+
+def run_biomarker(feature_table, participants, target: str, settings: Settings | None = None, *,
+                  random_state: int = 0, out_dir: str | os.PathLike | None = None,
+                  overwrite: bool = False, **options):
     """Validate a biomarker for ``target``, fit it on everyone, and optionally write it.
 
     Parameters
@@ -54,16 +149,13 @@ def run_biomarker(feature_table, participants, target: str, random_state: int = 
     target : str
         Any participants column, or ``diagnosis`` / ``diagnosis_between`` / ``treatment``
         (see :func:`painplast.biomarker.model.resolve_target`).
+    settings : Settings, optional
+        How to validate; ``options`` (its fields as keywords) replace some of them.
     random_state : int
         Seed of folds, permutations and bootstrap.
     out_dir : path, optional
         If given, write ``group/biomarker_<target>.json``, the out-of-fold predictions and the
         model under ``models/<target>`` (atomically); otherwise nothing is written.
-    model_options : dict, optional
-        Parameters of :class:`~painplast.biomarker.model.BiomarkerModel` (``estimator``,
-        ``n_components``, ``confounds``, ``harmonize`` ...).
-    folds, inner_folds, repeats, n_permutations, n_bootstrap, site_out, learning, n_jobs
-        See :func:`painplast.biomarker.validate.validate`.
     overwrite : bool
         Replace an existing saved model.
 
@@ -78,15 +170,12 @@ def run_biomarker(feature_table, participants, target: str, random_state: int = 
     from painplast.biomarker.model import BiomarkerModel, design, resolve_target, save
     from painplast.biomarker.validate import validate, write_predictions, write_result
 
-    options = dict(model_options or {})
-    options.setdefault("inner_folds", inner_folds)
-    options.setdefault("random_state", random_state)
+    settings = Settings(**{**asdict(settings or Settings()), **options})
     spec = resolve_target(participants, target)
-    template = BiomarkerModel(**options)
+    template = BiomarkerModel(**{"inner_folds": settings.inner_folds, "random_state": random_state,
+                                 **settings.model_options})
     X = design(feature_table, participants, confounds=template.confounds, site=template.site)
-    result = validate(X, spec, template, folds=folds, inner_folds=inner_folds, repeats=repeats,
-                      n_permutations=n_permutations, n_bootstrap=n_bootstrap, site_out=site_out,
-                      learning=learning, random_state=random_state, n_jobs=n_jobs)
+    result = validate(X, spec, template, random_state=random_state, **settings.validation())
     ids = [i for i in spec.y.index if i in X.index]
     model = template.set_params(kind=spec.kind).fit(X.loc[ids], spec.y.loc[ids].to_numpy())
     result["chosen_penalty"] = model.penalty_
@@ -107,3 +196,46 @@ def run_biomarker(feature_table, participants, target: str, random_state: int = 
         write_result(result, out_dir, target)
         write_predictions(result, out_dir, target)
     return result, model
+
+
+def run_from_derivatives(cohort: "Cohort", config: "Config", out_dir: str | os.PathLike,
+                         target: str, **overrides) -> dict:
+    """Build, validate and save the biomarker for ``target`` from a painplast output folder.
+
+    The engine's biomarker runner (:func:`painplast.engine.run_biomarker`): reads the features
+    the participant stages wrote (one session per participant,
+    :meth:`~painplast.cohort.Cohort.cross_sectional_sessions`), keeps the modules' a-priori ones (``features="a-priori"``:
+    the findings tables' rows; for a target a findings contrast tests, the rows of that
+    contrast), drops incomplete and uninformative columns, and runs :func:`run_biomarker`.
+
+    Parameters
+    ----------
+    cohort : Cohort
+    config : Config
+        Its ``options["biomarker"]`` (:data:`DEFAULTS`) and ``random_state``.
+    out_dir : path
+        The painplast output folder (after the participant and group levels).
+    target : str
+    **overrides
+        Settings fields replacing the config's (e.g. ``repeats=1``).
+
+    Returns
+    -------
+    dict
+        The result written to ``group/biomarker_<target>.json``.
+    """
+    from painplast.biomarker.features import from_derivatives
+    from painplast.biomarker.model import ALIASES, CONFOUNDS
+    from painplast.contrasts import for_column
+
+    settings = Settings.from_config(config, **overrides)
+    table = from_derivatives(out_dir, sessions=cohort.cross_sectional_sessions())
+    if settings.features == "a-priori":
+        # keep the feature files' confound columns (mean FD) only if the model uses them
+        confounds = settings.model_options.get("confounds", CONFOUNDS)
+        table = table.a_priori(out_dir, keep=tuple(confounds),
+                               contrast=for_column(ALIASES.get(target, target)))
+    table = table.complete().informative()
+    result, _ = run_biomarker(table, cohort.participants.reset_index(), target, settings,
+                              random_state=config.random_state, out_dir=out_dir, overwrite=True)
+    return result

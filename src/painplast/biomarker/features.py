@@ -42,7 +42,7 @@ import pandas as pd
 from painplast.errors import InputError
 
 __all__ = ["FeatureTable", "from_results", "from_derivatives", "from_frame", "from_maps",
-           "combine"]
+           "combine", "module_of"]
 
 _FEATURES_FILE = re.compile(r"^(sub-[A-Za-z0-9]+)(?:_ses-([A-Za-z0-9]+))?(?:_[a-z]+-[A-Za-z0-9]+)*?"
                             r"_desc-([A-Za-z0-9]+)_features\.tsv$")
@@ -85,7 +85,7 @@ class FeatureTable:
         except (TypeError, ValueError) as error:
             raise InputError(f"feature values must be numeric ({error})",
                              fix="keep only numeric feature columns") from None
-        provenance = {str(c): str(self.provenance.get(c, _module_of(c))) for c in data.columns}
+        provenance = {str(c): str(self.provenance.get(c, module_of(c))) for c in data.columns}
         object.__setattr__(self, "data", data)
         object.__setattr__(self, "provenance", provenance)
         object.__setattr__(self, "excluded", dict(self.excluded))
@@ -277,8 +277,14 @@ class FeatureTable:
         return self.data.reset_index()
 
 
-def _module_of(column: str) -> str:
-    """Module of a ``<module>.<feature>`` column name, or ``"other"``."""
+def module_of(column: str) -> str:
+    """Module of a ``<module>.<feature>`` column name, or ``"other"``.
+
+    Examples
+    --------
+    >>> module_of("connectivity.mpfc_nacc"), module_of("age")
+    ('connectivity', 'other')
+    """
     column = str(column)
     return column.split(".", 1)[0] if "." in column else "other"
 
@@ -310,7 +316,7 @@ def from_frame(frame: pd.DataFrame, module: str | None = None,
     if id_column in frame.columns:
         frame = frame.set_index(id_column)
     numeric = frame.select_dtypes(include=[np.number, "bool"])
-    provenance = {c: module or _module_of(c) for c in numeric.columns}
+    provenance = {c: module or module_of(c) for c in numeric.columns}
     return FeatureTable(numeric, provenance)
 
 
@@ -329,7 +335,7 @@ def from_results(results: Iterable, modules: Sequence[str] | None = None) -> Fea
     -------
     FeatureTable
         One row per participant with at least one feature (missing values as NaN); columns
-        grouped by module in :data:`painplast.config.MODULES` order (others after, by name).
+        grouped by module in :func:`painplast.plasticity.names` order (others after, by name).
     """
     rows: dict[str, dict[str, float]] = {}
     provenance: dict[str, str] = {}
@@ -347,9 +353,9 @@ def from_results(results: Iterable, modules: Sequence[str] | None = None) -> Fea
     if not rows:
         raise InputError("no subject results with features were given",
                          fix="run at least one plasticity module first")
-    from painplast.config import MODULES
+    from painplast import plasticity
 
-    order = {m: i for i, m in enumerate(MODULES)}
+    order = {m: i for i, m in enumerate(plasticity.names())}
     sources = sorted(set(provenance.values()), key=lambda m: (order.get(m, len(order)), m))
     columns = [c for m in sources for c in provenance if provenance[c] == m]
     data = pd.DataFrame.from_dict(rows, orient="index")

@@ -7,10 +7,10 @@ confounds; :func:`design` builds it from a feature table and participants.tsv) a
    training data have at least two sites. Age, sex and motion are preserved covariates.
    Optionally (``preserve_target``, off by default) the training target is preserved too, and
    every participant is then harmonized with the target set to its training mean (no label is
-   used to transform); on simulated cohorts whose sites and groups are confounded this lets
-   site effects through as group signal (null AUC 0.58 instead of 0.50-0.54), so by default
-   site effects are removed without it, which is conservative under confounding. A held-out participant from a site unseen in training is
-   harmonized by estimating that site's effects from the held-out site's own feature values
+   used to transform); when sites and groups are confounded this lets site effects through as
+   group signal, so by default site effects are removed without it, which is conservative
+   under confounding (benchmarks/RESULTS.md). A held-out participant from a site unseen in
+   training is harmonized by estimating that site's effects from the held-out site's own feature values
    (:func:`adapt_to_new_sites`: label-free, as neuroHarmonize does).
 2. Confound regression (:class:`ConfoundRegression`): age, sex, motion (``mean_fd``) and, without
    ComBat, site indicators are regressed out of the features by least squares fitted on the
@@ -22,9 +22,9 @@ confounds; :func:`design` builds it from a feature table and participants.tsv) a
    with the training target as a covariate, which keeps that shared part but lets the
    confound into the predictions: the errors of its coefficients correlate with the learned
    weights, so a held-out participant's score follows its confound. On null cohorts whose
-   patients move more the mean cross-validated AUC was then 0.526 instead of 0.512 with 40
-   features and 0.566 instead of 0.508 with 500 (``benchmarks/biomarker_null.py``), and
-   permuting labels (which breaks the tie between motion and group) does not account for it.
+   patients move more that lifts the cross-validated AUC above chance, the more so the more
+   features, and permuting labels (which breaks the tie between motion and group) does not
+   account for it (``benchmarks/biomarker_null.py``; figures in benchmarks/RESULTS.md).
 3. Scaling (``StandardScaler``), then either univariate feature screening (:class:`Screening`,
    as nilearn's ``Decoder`` screens; the inner cross-validation picks the share kept, all
    features included among the choices) or, if asked, dimension reduction (``PCA``).
@@ -57,7 +57,7 @@ from typing import Sequence
 
 import numpy as np
 import pandas as pd
-from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.base import BaseEstimator
 from sklearn.decomposition import PCA
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression, Ridge
@@ -69,24 +69,29 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVR, LinearSVC
 from sklearn.utils.validation import check_is_fitted
 
+from painplast import plasticity
+from painplast.biomarker import steps as _steps
 from painplast.biomarker.combat import ComBatTransformer
-from painplast.biomarker.features import _module_of
-from painplast.config import MODULES
+from painplast.biomarker.features import module_of
+from painplast.biomarker.steps import ConfoundRegression, Screening, top_share
+from painplast.biomarker.store import load_model, save_model
 from painplast.errors import InputError, MissingColumnError
-from painplast.stats.harmonize import ComBatModel
+from painplast.stats.harmonize import (ComBatModel, empirical_bayes_posterior,
+                                       empirical_bayes_priors)
 
-__all__ = ["CONFOUNDS", "CONFOUND_SCOPE", "TARGET_COLUMN", "ConfoundRegression", "BiomarkerModel",
-           "Target", "Screening", "fit_in_row_space",
-           "resolve_target", "design", "strata", "adapt_to_new_sites", "save", "predict"]
+__all__ = ["BOLD", "CONFOUNDS", "CONFOUND_SCOPE", "TARGET_COLUMN", "BiomarkerModel",
+           "Target", "fit_in_row_space",
+           "resolve_target", "design", "strata", "stratified_folds", "adapt_to_new_sites", "save", "predict"]
 
 #: Confounds regressed out (and preserved through ComBat), when present.
 CONFOUNDS = ("age", "sex", "mean_fd")
-#: Modules whose features are measured on BOLD scans.
-FMRI_MODULES = ("sensitization", "reorganization", "connectivity", "modulation")
+#: In a confound scope: the modules whose declaration says their features come from BOLD scans
+#: (:attr:`painplast.plasticity.Declaration.bold`), read when the model is fitted.
+BOLD = "bold"
 #: Confounds regressed only out of the features of some modules: head motion (mean framewise
 #: displacement) out of the features measured in BOLD scans, not out of gray-matter volumes.
-#: Features without a module prefix (voxel maps, user columns) get every confound.
-CONFOUND_SCOPE = (("mean_fd", FMRI_MODULES),)
+#: Features of no registered module (voxel maps, user columns) get every confound.
+CONFOUND_SCOPE = (("mean_fd", BOLD),)
 #: Pipeline-input column holding the target's training mean (ComBat's preserved target covariate).
 TARGET_COLUMN = "__target__"
 #: Default screening percentiles the inner cross-validation chooses from (100 = no screening).
@@ -310,7 +315,7 @@ def strata(y, site=None, n_bins: int = 4) -> np.ndarray:
     return labels
 
 
-def _folds(n_splits: int, y, site, random_state, shuffle=True):
+def stratified_folds(n_splits: int, y, site, random_state, shuffle=True) -> list:
     """Stratified K-fold splits by (class or y-bin) x site, with coarser fallbacks.
 
     When a stratum is smaller than ``n_splits``, the site is dropped from the strata; when a
@@ -333,259 +338,11 @@ def _folds(n_splits: int, y, site, random_state, shuffle=True):
 
 
 # --------------------------------------------------------------------------------------------
-# confound regression
-
-
-def _target_columns(y) -> np.ndarray:
-    """A target as regression columns: itself if numeric with two or more values, else indicators."""
-    y = np.asarray(y)
-    numeric = pd.to_numeric(pd.Series(y), errors="coerce")
-    if numeric.notna().all():
-        return numeric.to_numpy(np.float64)[:, None]
-    levels = np.unique(y.astype(str))
-    return (y.astype(str)[:, None] == levels[None, 1:]).astype(np.float64)
-
-
-class ConfoundRegression(TransformerMixin, BaseEstimator):
-    """Regress confounds out of every feature (ordinary least squares, fitted on training data).
-
-    The output is ``X[:, features] - (X[:, confounds] @ coef_ + intercept_)``, the features
-    being every column that is neither a confound nor listed in ``exclude``.
-    :mod:`painplast.biomarker.store` saves and reloads this step (``painplast_step_kind``).
-
-    Parameters
-    ----------
-    confounds : sequence of int or str
-        Confound columns: positions, or names when X is a DataFrame.
-    exclude : sequence of int or str
-        Further columns to drop from the output (e.g. ComBat's preserved target column).
-    scope : mapping or sequence of (confound, features) pairs, optional
-        A confound listed here is regressed only out of these feature columns (positions or
-        names) and its coefficient is zero for the others; confounds not
-        listed are regressed out of every feature. The motion of one scan is a confound of the
-        features measured in that scan, not of a gray-matter volume.
-    preserve_target : bool
-        Estimate the confound effects with the training target ``y`` as a further covariate
-        (one column for a numeric or two-level target, indicators for more classes) and remove
-        only the confounds' part. A confound that differs between the groups (patients move
-        more) then does not take the group difference with it; the target is used in ``fit``
-        only, never in ``transform``. Without ``y`` it has no effect. In a predictive model
-        this lets the confound into held-out predictions (the errors of the confound
-        coefficients correlate with those of the target's, which the model learns), so
-        :class:`BiomarkerModel` leaves it off by default.
-
-    Attributes
-    ----------
-    confound_indices_ : ndarray of int, shape (n_confounds,)
-    feature_indices_ : ndarray of int, shape (n_features_out,)
-    coef_ : ndarray, shape (n_confounds, n_features_out)
-    intercept_ : ndarray, shape (n_features_out,)
-    n_features_in_ : int
-    feature_names_in_ : ndarray of str
-        When fitted on a DataFrame.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> rng = np.random.default_rng(0)
-    >>> age = rng.uniform(20, 60, 50)
-    >>> X = np.column_stack([0.1 * age + rng.normal(size=50), age])
-    >>> cleaned = ConfoundRegression(confounds=[1]).fit_transform(X)
-    >>> cleaned.shape, bool(abs(np.corrcoef(cleaned[:, 0], age)[0, 1]) < 1e-8)
-    ((50, 1), True)
-    """
-
-    painplast_step_kind = "confound_regression"
-
-    def __init__(self, confounds=(), exclude=(), scope=None, preserve_target=False):
-        self.confounds = confounds
-        self.exclude = exclude
-        self.scope = scope
-        self.preserve_target = preserve_target
-
-    def _positions(self, keys, names, n_columns):
-        lookup = {n: i for i, n in enumerate(names)} if names is not None else {}
-        positions = []
-        for key in keys:
-            if isinstance(key, (int, np.integer)) and not isinstance(key, bool):
-                positions.append(int(key) % n_columns)
-            elif names is not None and key in lookup:
-                positions.append(lookup[key])
-            else:
-                raise InputError(f"confound column {key!r} is not in the data",
-                                 fix="add it to the design table or drop it from the confounds")
-        return np.asarray(positions, dtype=np.int64)
-
-    def fit(self, X, y=None):
-        """Estimate the confound effects on each feature.
-
-        Parameters
-        ----------
-        X : DataFrame or array_like, shape (n_participants, n_columns)
-        y : array_like, shape (n_participants,), optional
-            Training target, used only with ``preserve_target``.
-
-        Returns
-        -------
-        self
-        """
-        names = list(X.columns) if hasattr(X, "columns") else None
-        n_columns = np.shape(X)[1]
-        self.confound_indices_ = self._positions(self.confounds, names, n_columns)
-        dropped = set(self.confound_indices_.tolist()) | set(
-            self._positions(self.exclude, names, n_columns).tolist())
-        self.feature_indices_ = np.array([i for i in range(n_columns) if i not in dropped],
-                                         dtype=np.int64)
-        values = np.asarray(X, dtype=np.float64)
-        confounds = values[:, self.confound_indices_]
-        features = values[:, self.feature_indices_]
-        mean_c = confounds.mean(axis=0)
-        centred = confounds - mean_c
-        centred_f = features - features.mean(axis=0)
-        target = _target_columns(y) if self.preserve_target and y is not None else \
-            np.empty((len(values), 0))
-        target = target - target.mean(axis=0)
-        applies = self._applies(names, n_columns)
-        self.coef_ = np.zeros((len(self.confound_indices_), len(self.feature_indices_)))
-        # one least-squares fit per distinct set of confounds (all of them when scope is empty)
-        patterns, which = np.unique(applies.T, axis=0, return_inverse=True)
-        for index, pattern in enumerate(patterns):
-            cols = np.flatnonzero(which.ravel() == index)
-            if pattern.any():
-                design_k = np.column_stack([centred[:, pattern], target])
-                coef, *_ = np.linalg.lstsq(design_k, centred_f[:, cols], rcond=None)
-                used = int(pattern.sum())
-                self.coef_[np.ix_(pattern, cols)] = coef[:used].reshape(used, len(cols))
-        self.intercept_ = features.mean(axis=0) - mean_c @ self.coef_
-        self.n_features_in_ = n_columns
-        if names is not None and all(isinstance(n, str) for n in names):
-            self.feature_names_in_ = np.asarray(names, dtype=object)
-        return self
-
-    def _applies(self, names, n_columns) -> np.ndarray:
-        """Boolean (n_confounds, n_features_out): which confound is regressed out of which feature."""
-        applies = np.ones((len(self.confound_indices_), len(self.feature_indices_)), dtype=bool)
-        position = {int(j): i for i, j in enumerate(self.feature_indices_)}
-        scope = self.scope or ()
-        for key, targets in (scope.items() if hasattr(scope, "items") else scope):
-            row = self._positions([key], names, n_columns)[0]
-            if row not in self.confound_indices_:
-                raise InputError(f"confound scope names {key!r}, which is not a confound",
-                                 fix="list it in confounds or drop it from scope")
-            keep = {position[j] for j in self._positions(list(targets), names, n_columns).tolist()
-                    if j in position}
-            applies[self.confound_indices_.tolist().index(row)] = [
-                i in keep for i in range(len(self.feature_indices_))]
-        return applies
-
-    def transform(self, X):
-        """Features with the confound effects removed.
-
-        Parameters
-        ----------
-        X : DataFrame or array_like, shape (n_participants, n_features_in_)
-
-        Returns
-        -------
-        ndarray, shape (n_participants, n_features_out)
-        """
-        check_is_fitted(self, "coef_")
-        names = getattr(self, "feature_names_in_", None)
-        if names is not None and hasattr(X, "loc"):
-            X = X.loc[:, list(names)]
-        X = np.asarray(X, dtype=np.float64)
-        confounds = X[:, self.confound_indices_]
-        return X[:, self.feature_indices_] - (confounds @ self.coef_ + self.intercept_)
-
-    def get_feature_names_out(self, input_features=None):
-        """Names of the output columns."""
-        check_is_fitted(self, "coef_")
-        if input_features is None:
-            input_features = getattr(self, "feature_names_in_",
-                                     [f"x{i}" for i in range(self.n_features_in_)])
-        return np.asarray(input_features, dtype=object)[self.feature_indices_]
-
-
-# --------------------------------------------------------------------------------------------
 # harmonizing sites unseen in training
-
-
-class Screening(TransformerMixin, BaseEstimator):
-    """Keep the features with the largest univariate F statistic (fitted on training data).
-
-    The screening step of nilearn's ``Decoder`` (``screening_percentile``), as a pipeline step
-    that :mod:`painplast.biomarker.store` saves without pickle (``support_`` is a boolean array).
-
-    Parameters
-    ----------
-    percentile : float
-        Share of the features kept, in (0, 100]; at least one feature is kept.
-    kind : {"binary", "multiclass", "continuous"}
-        ANOVA F (classes) or the F of a univariate regression (continuous targets).
-
-    Attributes
-    ----------
-    scores_ : ndarray, shape (n_features_in_,)
-        F statistics (NaN for constant features, which are never kept).
-    support_ : ndarray of bool, shape (n_features_in_,)
-        The features kept.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> rng = np.random.default_rng(0)
-    >>> X = rng.normal(size=(40, 10)); y = np.repeat([0, 1], 20); X[y == 1, 3] += 2
-    >>> Screening(percentile=10, kind="binary").fit(X, y).support_.nonzero()[0].tolist()
-    [3]
-    """
-
-    def __init__(self, percentile=100.0, kind="binary"):
-        self.percentile = percentile
-        self.kind = kind
-
-    def fit(self, X, y):
-        from sklearn.feature_selection import f_classif, f_regression
-
-        X = np.asarray(X, dtype=np.float64)
-        with np.errstate(divide="ignore", invalid="ignore"), warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            warnings.filterwarnings("ignore", message=".*constant.*")
-            scores = (f_regression(X, np.asarray(y, float))[0] if self.kind == "continuous"
-                      else f_classif(X, np.asarray(y).astype(str))[0])
-        self.scores_ = np.asarray(scores, dtype=np.float64)
-        self.support_ = _top_share(self.scores_, self.percentile)
-        self.n_features_in_ = X.shape[1]
-        return self
-
-    def transform(self, X):
-        check_is_fitted(self, "support_")
-        return np.asarray(X, dtype=np.float64)[:, self.support_]
-
-    def inverse_transform(self, X):
-        """Back to all features, zeros where screened out (as scikit-learn's selectors do);
-        used to map model weights back to the features."""
-        check_is_fitted(self, "support_")
-        X = np.asarray(X, dtype=np.float64)
-        full = np.zeros(X.shape[:-1] + (len(self.support_),))
-        full[..., self.support_] = X
-        return full
-
-
-def _top_share(scores: np.ndarray, percentile: float) -> np.ndarray:
-    """Boolean mask of the ``percentile`` % largest finite scores (at least one)."""
-    finite = np.isfinite(scores)
-    keep = np.zeros(len(scores), bool)
-    k = max(1, int(round(len(scores) * float(percentile) / 100.0)))
-    k = min(k, int(finite.sum()))
-    if k:
-        order = np.argsort(np.where(finite, -scores, np.inf), kind="stable")
-        keep[order[:k]] = True
-    return keep
 
 
 def _new_site_model(model: ComBatModel, Y, site, covariates) -> ComBatModel:
     """``model`` extended with the effects of the sites in ``site`` it has not seen (label-free)."""
-    from painplast.stats.harmonize import _posterior, _priors  # the reference's EB iteration
 
     Y = np.asarray(Y, dtype=np.float64)
     covariates = np.asarray(covariates, dtype=np.float64).reshape(len(Y), -1)
@@ -607,8 +364,8 @@ def _new_site_model(model: ComBatModel, Y, site, covariates) -> ComBatModel:
                              "site together, or add the site to the training data")
         gamma_hat, delta_hat = rows.mean(axis=0), rows.var(axis=0, ddof=1)
         if model.empirical_bayes and Y.shape[1] > 1:
-            g_bar, t2, a, b = _priors(gamma_hat[None], delta_hat[None])
-            gamma_hat, delta_hat = _posterior(rows, gamma_hat, delta_hat, g_bar[0], t2[0], a[0],
+            g_bar, t2, a, b = empirical_bayes_priors(gamma_hat[None], delta_hat[None])
+            gamma_hat, delta_hat = empirical_bayes_posterior(rows, gamma_hat, delta_hat, g_bar[0], t2[0], a[0],
                                               b[0])
         labels.append(label)
         sizes.append(len(rows))
@@ -772,10 +529,11 @@ class BiomarkerModel(BaseEstimator):
         Column of X with the site label (absent or a single site: no ComBat).
     confounds : sequence of str
         Confound columns of X (those absent are ignored).
-    confound_scope : sequence of (str, sequence of str) pairs
+    confound_scope : sequence of (str, sequence of str or "bold") pairs
         Confounds regressed only out of the features of the named modules (the part of a
-        feature name before the first dot); default: ``mean_fd`` out of the BOLD modules'
-        features only (:data:`CONFOUND_SCOPE`). Features of unknown origin get every confound.
+        feature name before the first dot), or of the modules declared ``bold`` (:data:`BOLD`);
+        default: ``mean_fd`` out of the BOLD modules' features only (:data:`CONFOUND_SCOPE`).
+        Features of no registered module get every confound.
     confounds_keep_target : bool
         Estimate the confound effects with the training target as a covariate
         (``ConfoundRegression(preserve_target=True)``). Default False: that keeps the part of
@@ -916,12 +674,14 @@ class BiomarkerModel(BaseEstimator):
     def _scope(self, spec, offset=None):
         """ConfoundRegression's scope: by name, or by position when ``offset`` (ComBat) is given."""
         scope = []
-        modules = [_module_of(f) for f in spec["features"]]
+        modules = [module_of(f) for f in spec["features"]]
+        declared = plasticity.available()
         for name, allowed in self.confound_scope or ():
             if name not in spec["confounds"]:
                 continue
-            allowed = set(allowed)
-            targets = [i for i, m in enumerate(modules) if m in allowed or m not in MODULES]
+            allowed = ({m for m, d in declared.items() if d.bold} if allowed == BOLD
+                       else set(allowed))
+            targets = [i for i, m in enumerate(modules) if m in allowed or m not in declared]
             if len(targets) == len(spec["features"]):
                 continue
             if offset is not None:  # positions (an int array: stored as .npy, not JSON)
@@ -943,7 +703,7 @@ class BiomarkerModel(BaseEstimator):
             covariates.append(TARGET_COLUMN)
         if spec["site"]:
             # by position, on arrays: ComBatTransformer's column-name check is quadratic in the
-            # number of columns (35,000 edges: 20 s per transform), positions skip it
+            # number of columns (slow for a connectome's edges), positions skip it
             combat = ComBatTransformer(site=n_features, covariates=tuple(
                 range(n_features + 1, n_features + 1 + len(covariates))),
                 keep_covariates=True).fit(train_in.to_numpy())
@@ -979,13 +739,6 @@ class BiomarkerModel(BaseEstimator):
             steps.append(("pca", pca))
             Z = pca.transform(Z)
         return steps, Z
-
-    @staticmethod
-    def _apply(steps, X_input):
-        Z = X_input.to_numpy() if not hasattr(steps[0][1], "feature_names_in_") else X_input
-        for _, step in steps:
-            Z = step.transform(Z)
-        return Z
 
     def fit(self, X, y):
         """Choose the penalty by inner cross-validation, then fit on all of (X, y).
@@ -1029,17 +782,17 @@ class BiomarkerModel(BaseEstimator):
             raise InputError(f"screening percentiles must lie in (0, 100], got {self.screening}",
                              fix="give percentiles such as (10, 25, 50, 100)")
         if len(penalties) * len(screens) > 1:
-            folds = _folds(self.inner_folds, y, site, self.random_state)
+            folds = stratified_folds(self.inner_folds, y, site, self.random_state)
             outputs = [[np.empty(len(y), dtype=object if kind == "multiclass" else float)
                         for _ in penalties] for _ in screens]
             for train, test in folds:
                 Xtr, Xte = X.iloc[train], X.iloc[test]
                 steps, Ztr = self._preprocess(spec, Xtr, None if coded is None else coded[train],
                                               len(spec["features"]), y[train])
-                Zte = self._apply(steps, self.pipeline_input(Xte, spec))
+                Zte = _steps.apply(steps, self.pipeline_input(Xte, spec))
                 scores = Screening(100.0, kind).fit(Ztr, y[train]).scores_
                 for i, share in enumerate(screens):
-                    keep = _top_share(scores, share)
+                    keep = top_share(scores, share)
                     A, B = Ztr[:, keep], Zte[:, keep]
                     basis = _row_space(estimator, A)
                     if basis is not None:  # the whole penalty path in the training rows' span
@@ -1097,7 +850,7 @@ class BiomarkerModel(BaseEstimator):
         """Preprocessed data entering the estimator, shape (n_participants, n_components)."""
         check_is_fitted(self, "pipeline_")
         X_input = self.pipeline_input(X, self.input_spec_)
-        return self._apply(self._steps_for(X_input)[:-1], X_input)
+        return _steps.apply(self._steps_for(X_input)[:-1], X_input)
 
     def predict(self, X):
         """Predicted class or value, shape (n_participants,)."""
@@ -1160,8 +913,6 @@ def save(model: BiomarkerModel, path, metadata: dict | None = None, overwrite: b
     Path
         The model directory.
     """
-    from painplast.biomarker.store import save_model
-
     check_is_fitted(model, "pipeline_")
     meta = dict(metadata or {})
     meta["kind"] = model.kind_
@@ -1205,8 +956,6 @@ def predict(model_dir, feature_table, participants: pd.DataFrame) -> pd.DataFram
     InputError
         If the model file is damaged or edited, or columns it needs are missing.
     """
-    from painplast.biomarker.store import load_model
-
     loaded = load_model(model_dir)
     spec = loaded.metadata.get("biomarker_input")
     if spec is None:
@@ -1218,15 +967,10 @@ def predict(model_dir, feature_table, participants: pd.DataFrame) -> pd.DataFram
         raise InputError("no participant has the features and covariates the model needs",
                          path=model_dir, fix="check participant IDs and columns")
     X_input = BiomarkerModel.pipeline_input(X, spec)
-    steps = loaded.steps
     if spec["site"] and not set(X_input[spec["site"]].astype(str)) <= set(spec["site_levels"]):
-        steps = adapt_to_new_sites(steps, X_input)
-    Z = X_input.loc[:, loaded.feature_names]
-    if loaded.metadata.get("model", {}).get("input") == "array":
-        Z = Z.to_numpy()
-    for _, step in steps[:-1]:
-        Z = step.transform(Z)
-    final = steps[-1][1]
+        loaded = loaded.with_steps(adapt_to_new_sites(loaded.steps, X_input))
+    Z = loaded.transform(X_input)
+    final = loaded.steps[-1][1]
     out = pd.DataFrame({"participant_id": X.index.to_numpy(), "prediction": final.predict(Z)})
     classes = getattr(final, "classes_", None)
     if classes is not None and len(classes) == 2:

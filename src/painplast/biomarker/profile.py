@@ -38,7 +38,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from painplast.config import MODULES
+from painplast import plasticity
 from painplast.errors import InputError, MissingColumnError
 
 __all__ = ["Profiles", "normative_zscores", "plasticity_profiles", "radar_chart",
@@ -56,7 +56,7 @@ class Profiles:
     zscores : DataFrame, shape (n_patients, n_features)
         Each patient's z per feature.
     axes : DataFrame, shape (n_patients, n_axes)
-        Root mean square z per module (columns in :data:`painplast.config.MODULES` order, only
+        Root mean square z per module (columns in :func:`painplast.plasticity.names` order, only
         the modules with features).
     provenance : dict
         Feature -> module.
@@ -152,7 +152,7 @@ def normative_zscores(features: pd.DataFrame, participants: pd.DataFrame, refere
 
 
 def _axes(z: pd.DataFrame, provenance: dict) -> pd.DataFrame:
-    modules = [m for m in MODULES if m in set(provenance.values())]
+    modules = [m for m in plasticity.names() if m in set(provenance.values())]
     modules += [m for m in dict.fromkeys(provenance.values()) if m not in modules]
     return pd.DataFrame({m: np.sqrt((z[[c for c in z.columns if provenance[c] == m]] ** 2)
                                     .mean(axis=1)) for m in modules}, index=z.index)

@@ -46,7 +46,8 @@ A confound-regression step is any transformer with the class attribute
 ``coef_`` (shape (n_confounds, n_features_out)), ``intercept_`` (shape (n_features_out,)),
 ``n_features_in_`` and, when fitted on a DataFrame, ``feature_names_in_``. Its ``transform``
 must return the ndarray ``X[:, feature_indices_] - (X[:, confound_indices_] @ coef_ +
-intercept_)`` (float64, computed in that order); the reloaded step computes exactly that.
+intercept_)`` (float64, computed in that order); it is reloaded as
+:class:`painplast.biomarker.steps.ConfoundRegression`, whose ``transform`` computes exactly that.
 
 ``metadata`` keys: ``feature_names`` (list of str), ``target`` (str), ``kind`` (str, defaults to
 ``"classifier"``/``"regressor"``), ``training_cohort`` (dict, e.g. n per group and site),
@@ -95,8 +96,9 @@ from sklearn.svm import SVR, LinearSVC
 from sklearn.utils.validation import check_is_fitted
 
 import painplast
+from painplast.biomarker import steps as _steps
 from painplast.biomarker.combat import ComBatTransformer
-from painplast.biomarker.model import Screening
+from painplast.biomarker.steps import ConfoundRegression, Screening
 from painplast.errors import InputError
 from painplast.stats.harmonize import ComBatModel
 
@@ -121,20 +123,6 @@ _KIND_OF_CLASS = {cls: kind for kind, cls in _STEP_CLASSES.items()}
 _CONFOUND_ATTRIBUTES = ("confound_indices_", "feature_indices_", "coef_", "intercept_",
                         "n_features_in_", "feature_names_in_")
 _FIX_DAMAGED = "restore the model from an intact copy, or re-train and save it again"
-
-
-class _ConfoundRegression:
-    """Reloaded confound-regression step: ``X[:, f] - (X[:, c] @ coef_ + intercept_)``."""
-
-    painplast_step_kind = "confound_regression"
-
-    def transform(self, X):
-        names = getattr(self, "feature_names_in_", None)
-        if names is not None and hasattr(X, "loc"):
-            X = X.loc[:, list(names)]
-        X = np.asarray(X, dtype=np.float64)
-        confounds = X[:, self.confound_indices_]
-        return X[:, self.feature_indices_] - (confounds @ self.coef_ + self.intercept_)
 
 
 # --------------------------------------------------------------------------------------------
@@ -569,8 +557,8 @@ def _read_files(reader: _Reader, document: dict) -> tuple[dict[str, np.ndarray],
 
 def _build_step(spec: dict, arrays: dict, where: str):
     kind = spec.get("kind")
-    if kind == "confound_regression":
-        step = _ConfoundRegression()
+    if kind == "confound_regression":  # any such step is rebuilt as painplast's own
+        step = ConfoundRegression()
     elif kind in _STEP_CLASSES:
         params = {key: _decode(value, arrays, where) for key, value in spec["params"].items()}
         try:
@@ -619,7 +607,17 @@ class LoadedModel:
         """Class labels of a classifier (as the final estimator stores them)."""
         return getattr(self.steps[-1][1], "classes_", None)
 
-    def _transform(self, X):
+    def with_steps(self, steps) -> "LoadedModel":
+        """The same model with other fitted steps (e.g. adapted to new sites)."""
+        return LoadedModel(self.path, self.feature_names, self.metadata, list(steps),
+                           self._input_kind, self.weights_image)
+
+    def transform(self, X):
+        """The data entering the final estimator, from X (n_participants, columns).
+
+        A DataFrame must hold the model's ``feature_names`` (other columns are ignored); an
+        array, exactly those columns in that order.
+        """
         if hasattr(X, "columns"):
             missing = [name for name in self.feature_names if name not in X.columns]
             if missing:
@@ -633,13 +631,11 @@ class LoadedModel:
             raise InputError(f"the data have {np.shape(X)[1]} columns, the model needs "
                              f"{len(self.feature_names)}", path=self.path,
                              fix="pass a DataFrame with the model's feature_names as columns")
-        for _, step in self.steps[:-1]:
-            X = step.transform(X)
-        return X
+        return _steps.apply(self.steps[:-1], X)
 
     def predict(self, X):
         """Predicted class or value, shape (n_participants,), from X (n_participants, columns)."""
-        return self.steps[-1][1].predict(self._transform(X))
+        return self.steps[-1][1].predict(self.transform(X))
 
     def decision_function(self, X):
         """Decision values (classifiers), shape (n_participants,) or (n_participants, n_classes)."""
@@ -647,7 +643,7 @@ class LoadedModel:
         if not hasattr(final, "decision_function"):
             raise InputError(f"the model's final step ({type(final).__name__}) has no decision "
                              "function", path=self.path, fix="use predict")
-        return final.decision_function(self._transform(X))
+        return final.decision_function(self.transform(X))
 
     def predict_proba(self, X):
         """Class probabilities, shape (n_participants, n_classes), columns in ``classes_`` order."""
@@ -657,7 +653,7 @@ class LoadedModel:
                              "probabilities", path=self.path,
                              fix="use predict or decision_function, or train a "
                              "LogisticRegression model")
-        return final.predict_proba(self._transform(X))
+        return final.predict_proba(self.transform(X))
 
 
 def load_model(path) -> LoadedModel:

@@ -43,8 +43,9 @@ from joblib import Parallel, delayed
 from scipy.stats import rankdata
 from sklearn.base import clone
 
-from painplast.biomarker.model import BiomarkerModel, Target, _folds, strata
+from painplast.biomarker.model import BiomarkerModel, Target, strata, stratified_folds
 from painplast.errors import InputError
+from painplast.stats.permutation import draw_permutations
 
 __all__ = ["CrossValidation", "cross_validate", "leave_site_out", "permutation_test",
            "metrics", "forced_choice", "learning_curve", "calibration_curve", "validate",
@@ -150,7 +151,7 @@ def cross_validate(model: BiomarkerModel, X: pd.DataFrame, y, folds: int = 5, re
     site = _site(X, model)
     jobs = []
     for r in range(repeats):
-        for train, test in _folds(folds, y, site, random_state + 1000 * r):
+        for train, test in stratified_folds(folds, y, site, random_state + 1000 * r):
             jobs.append((r, train, test))
     outputs = Parallel(n_jobs=n_jobs)(delayed(_fit_predict)(model, X, y, train, test)
                                       for _, train, test in jobs)
@@ -231,16 +232,6 @@ def _statistic(kind: str, y, cv: CrossValidation) -> float:
     return float(np.corrcoef(cv.scores[0], np.asarray(y, float))[0, 1])
 
 
-def _permuted(y, site, rng):
-    y = np.array(y, copy=True)
-    if site is None:
-        return rng.permutation(y)
-    for s in np.unique(site):
-        idx = np.flatnonzero(site == s)
-        y[idx] = y[rng.permutation(idx)]
-    return y
-
-
 def permutation_test(model: BiomarkerModel, X: pd.DataFrame, y, observed: float | None = None,
                      n_permutations: int = 100, folds: int = 5, random_state: int = 0,
                      n_jobs: int = 1) -> dict:
@@ -272,10 +263,11 @@ def permutation_test(model: BiomarkerModel, X: pd.DataFrame, y, observed: float 
     site = _site(X, model)
     if observed is None:
         observed = _statistic(kind, y, cross_validate(model, X, y, folds, 1, random_state))
-    rng = np.random.default_rng([random_state, 31337])
-    permuted = [_permuted(y, site, rng) for _ in range(n_permutations)]
+    rows, _ = draw_permutations(len(y), n_permutations, blocks=site,
+                                random_state=[random_state, 31337])
+    permuted = [y[order] for order in rows]
     jobs = [(p, train, test) for p, yp in enumerate(permuted)
-            for train, test in _folds(folds, yp, site, random_state)]
+            for train, test in stratified_folds(folds, yp, site, random_state)]
     outputs = Parallel(n_jobs=n_jobs)(delayed(_fit_predict)(model, X, permuted[p], train, test)
                                       for p, train, test in jobs)
     n = len(y)
@@ -473,8 +465,7 @@ def _widen_by_fold_variance(out: dict, per_fold: dict[str, np.ndarray], ratio: f
 
     A bootstrap of out-of-fold predictions sees the test participants' sampling only, not the
     variability of models trained on different samples, and its intervals are too narrow for a
-    cross-validated estimate (under --null, 95% intervals of the AUC missed 0.5 in 2 of 11
-    cohorts). The corrected variance of a mean over J fold estimates, (1/J + n_test/n_train)
+    cross-validated estimate (under --null they miss chance too often). The corrected variance of a mean over J fold estimates, (1/J + n_test/n_train)
     times their variance (Nadeau & Bengio 2003; scikit-learn's model-comparison example),
     accounts for it; the reported interval is the union of both.
 
@@ -529,13 +520,11 @@ def metrics(y, cv: CrossValidation, n_bootstrap: int = 2000, random_state: int =
     test participants, which is what a model does in use. Ranking the out-of-fold scores of
     all folds together (``auc_pooled``, also returned) puts scores of different models on one
     scale and lowers the AUC (Airola et al. 2011, Comput Stat Data Anal 55:1828; Forman &
-    Scholz 2010): by 0.028 on average over 100 simulated cohorts of 120 whose fold mean was
-    0.958. Its interval is the union of a bootstrap of the fold mean (participants resampled,
-    :func:`_fold_auc_bootstrap`) and the Nadeau-Bengio interval, whose fold variance is kept
-    at or above the folds' mean DeLong variance (:func:`_widen_by_fold_variance`); under
-    ``--null`` it covered 0.5 in 150 of 160 cohorts (treatment: 190 of 200), and over 100
-    cohorts with an effect it covered their mean AUC in 95 (treatment: 95;
-    benchmarks/RESULTS.md).
+    Scholz 2010). Its interval is the union of a bootstrap of the fold mean (participants
+    resampled, :func:`_fold_auc_bootstrap`) and the Nadeau-Bengio interval, whose fold variance
+    is kept at or above the folds' mean DeLong variance (:func:`_widen_by_fold_variance`): the
+    folds' sample variance understates it when the folds agree more than the correction
+    assumes. Its coverage, under ``--null`` and with an effect, is in benchmarks/RESULTS.md.
 
     Parameters
     ----------
@@ -711,7 +700,7 @@ def learning_curve(model: BiomarkerModel, X: pd.DataFrame, y,
         y = y.astype(str)
     site = _site(X, model)
     rng = np.random.default_rng([random_state, 77])
-    outer = _folds(folds, y, site, random_state)
+    outer = stratified_folds(folds, y, site, random_state)
     jobs = []
     for fraction in fractions:
         for train, test in outer:
@@ -779,8 +768,10 @@ def validate(X: pd.DataFrame, target: Target, model: BiomarkerModel | None = Non
         From :func:`painplast.biomarker.model.resolve_target`.
     model : BiomarkerModel, optional
         Defaults to ``BiomarkerModel(inner_folds=inner_folds, random_state=random_state)``.
-    folds, inner_folds, repeats : int
-        Nested cross-validation: outer folds x repeats, inner folds for the penalty.
+    folds, repeats : int
+        Nested cross-validation: outer folds x repeats.
+    inner_folds : int
+        Inner folds choosing the penalty of the default model (a given model has its own).
     n_permutations : int
         0 skips the permutation test.
     n_bootstrap : int
@@ -813,6 +804,7 @@ def validate(X: pd.DataFrame, target: Target, model: BiomarkerModel | None = Non
     model = model if model is not None else BiomarkerModel(inner_folds=inner_folds,
                                                            random_state=random_state)
     model = clone(model).set_params(kind=target.kind)
+    inner_folds = model.inner_folds
     cv = cross_validate(model, X, y, folds, repeats, random_state, n_jobs)
     result_metrics = metrics(y, cv, n_bootstrap, random_state)
     calibration = result_metrics.pop("calibration", None)

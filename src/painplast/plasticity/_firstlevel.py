@@ -38,8 +38,9 @@ from .. import atlas
 from ..errors import InputError
 
 __all__ = ["BoldData", "load_bold", "confounds", "design_matrix", "roi_timeseries", "fit_timeseries",
-           "fit_roi", "fit_voxelwise", "region_masks", "percent_signal", "DEFAULT_CONFOUNDS",
-           "ContrastMaps", "contrast_maps", "fixed_effects", "fixed_effects_table", "task_runs"]
+           "fit_roi", "fit_voxelwise", "region_masks", "percent_signal", "level_name",
+           "DEFAULT_CONFOUNDS", "ContrastMaps", "contrast_maps", "fixed_effects", "fixed_effects_table",
+           "task_runs"]
 
 #: Default confound strategy: Friston-24 motion, mean white-matter and CSF signals, and one spike
 #: regressor per volume with framewise displacement above 0.5 mm (scrubbing).
@@ -286,7 +287,14 @@ def confounds(run, strategy: str = DEFAULT_CONFOUNDS, n_volumes: int | None = No
     return out
 
 
-def _level_name(value) -> str:
+def level_name(value) -> str:
+    """A number as a name part (BIDS-safe: ``.`` as ``p``, ``-`` as ``m``).
+
+    Examples
+    --------
+    >>> level_name(44.5), level_name(-2)
+    ('44p5', 'm2')
+    """
     return f"{float(value):g}".replace(".", "p").replace("-", "m")
 
 
@@ -363,7 +371,7 @@ def design_matrix(run, events: pd.DataFrame, config, n_volumes: int | None = Non
             raise InputError(f"the events have no '{split_by}' column", path=getattr(run, "events", None),
                              fix=f"add a '{split_by}' column or drop split_by")
         ok = ev[split_by].notna()
-        ev.loc[ok, "trial_type"] = [f"{t}_{_level_name(v)}" for t, v in zip(ev.loc[ok, "trial_type"], ev.loc[ok, split_by])]
+        ev.loc[ok, "trial_type"] = [f"{t}_{level_name(v)}" for t, v in zip(ev.loc[ok, "trial_type"], ev.loc[ok, split_by])]
     rows = [ev[["onset", "duration", "trial_type"]].assign(modulation=1.0)]
     for column in modulators:
         if column not in ev:
@@ -516,7 +524,7 @@ def fit_roi(run, design: pd.DataFrame, masks: Mapping[str, np.ndarray], noise_mo
     ----------
     run : painplast.cohort.Run or BoldData
     design : DataFrame, shape (T, p)
-        From :func:`design_matrix`.
+        From :func:`design_matrix` (any design with one row per volume of the run).
     masks : mapping of str to ndarray of bool
         ROI masks on the run's grid.
     noise_model : str
@@ -533,9 +541,9 @@ def fit_roi(run, design: pd.DataFrame, masks: Mapping[str, np.ndarray], noise_mo
     >>> from painplast.cohort import Cohort
     >>> from painplast.config import Config
     >>> run = Cohort.from_bids(bids_dir).subject("sub-001").run("pain")
-    >>> bold = load_bold(run)
-    >>> X = design_matrix(run, run.load_events(), Config(), n_volumes=bold.n_volumes)
-    >>> fit_roi(bold, X, region_masks(["thalamus"], bold)).loc[["pain", "pain_x_intensity"]].shape
+    >>> masks = region_masks(["thalamus"], load_bold(run))
+    >>> betas = fit_roi(run, design_matrix(run, run.load_events(), Config()), masks)
+    >>> betas.loc[["pain", "pain_x_intensity"]].shape
     (2, 1)
     """
     return fit_timeseries(roi_timeseries(run, masks), design, noise_model, stat)
@@ -771,9 +779,8 @@ def fit_voxelwise(run, design: pd.DataFrame, contrasts: Mapping[str, object], sm
     >>> from painplast.cohort import Cohort
     >>> from painplast.config import Config
     >>> run = Cohort.from_bids(bids_dir).subject("sub-001").run("pain")
-    >>> bold = load_bold(run)
-    >>> X = design_matrix(run, run.load_events(), Config(), n_volumes=bold.n_volumes)
-    >>> maps = fit_voxelwise(bold, X, {"pain": "pain"}, smoothing_fwhm=6.0)
+    >>> maps = fit_voxelwise(run, design_matrix(run, run.load_events(), Config()), {"pain": "pain"},
+    ...                      smoothing_fwhm=6.0)
     >>> sorted(maps), maps["pain_t"].shape
     (['pain_beta', 'pain_t'], (50, 59, 48))
     """

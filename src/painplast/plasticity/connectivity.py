@@ -11,12 +11,12 @@ Subject stage (``rest`` task, first run; one participant's 4-D image in memory a
    (Butterworth, ``high_pass`` Hz and, if set, ``low_pass`` Hz; censored volumes are interpolated
    before filtering and dropped after), regresses the (equally filtered) confounds and z-scores.
    The default is high-pass only (0.01 Hz), as nilearn's ``load_confounds_strategy`` presets:
-   a 0.1 Hz low-pass halves the degrees of freedom of a 130-volume run, and on the simulated
-   120-participant cohort (signal in 0.01-0.2 Hz) it lowered the correlation of the measured
-   couplings with their truth from 0.93 to 0.77 (set ``low_pass`` for a classic band-pass). These
-   steps are linear, so they are applied as one (T_kept, T) matrix obtained by cleaning the
-   identity (:func:`cleaning_operator`): one matrix product per brain instead of one filter
-   call per voxel (nilearn filters voxel by voxel: ~70 s per 4 mm run, 2 cores shared).
+   a 0.1 Hz low-pass halves the degrees of freedom of a short run and removes the part of the
+   resting signal above 0.1 Hz that couplings carry too (set ``low_pass`` for a classic
+   band-pass; its cost on the simulated couplings is in benchmarks/RESULTS.md). These steps are
+   linear, so they are applied as one (T_kept, T) matrix obtained by cleaning the identity
+   (:func:`cleaning_operator`): one matrix product per brain instead of one filter call per
+   voxel, as nilearn does.
    ROI means are taken from the raw voxels *before* cleaning; cleaning is linear, so this equals
    cleaning every voxel and then averaging, and it is exactly what nilearn's
    ``NiftiSpheresMasker`` / ``NiftiLabelsMasker`` with ``confounds=`` and ``sample_mask=`` do
@@ -78,9 +78,19 @@ from .. import atlas, contrasts
 from ..cohort import Cohort, Run, Subject
 from ..config import Config
 from ..errors import InputError
-from ..results import GroupResult, SubjectResult, empty_findings, figure_png
+from ..results import GroupResult, SubjectResult, figure_png
 from ..stats import effects
 from ..stats.nbs import nbs as _nbs
+from . import Declaration, _group
+from ._confounds import confound_regressors
+
+__all__ = ["DECLARATION", "DEFAULTS", "EXPLORATORY_CONTRASTS", "FINDINGS_CONTRASTS", "Parcellation",
+           "a_priori_tests", "clean", "cleaning_operator", "confound_regressors",
+           "correlation_matrix", "coupling", "edgewise_glm", "fisher_z", "global_efficiency",
+           "graph_metrics", "group", "local_efficiency", "network_blocks", "network_parcellation",
+           "non_steady_state",
+           "pain_parcellation", "partial_correlation", "scrub_mask", "seed_parcellation",
+           "subject", "zscore"]
 
 NAME = "connectivity"
 TASK = "rest"
@@ -113,7 +123,6 @@ FINDINGS_CONTRASTS = ("patient-control", "responder-nonresponder", "pain_intensi
 #: Contrasts of the exploratory tables (edges, graph, seed maps).
 EXPLORATORY_CONTRASTS = ("patient-control", "pain_intensity", "pain_duration")
 _GLOBAL_NAMES = ("globsig", "global_signal", "global")
-from ._confounds import confound_regressors  # noqa: F401  (part of this module's API too)
 
 
 # =============================================================================== denoising
@@ -203,7 +212,13 @@ def cleaning_operator(n_volumes: int, confounds: np.ndarray | None, keep: np.nda
 
 
 def zscore(x: np.ndarray) -> np.ndarray:
-    """Columns z-scored with ``ddof=1`` (nilearn's ``zscore_sample``); flat columns become 0."""
+    """Columns z-scored with ``ddof=1`` (nilearn's ``zscore_sample``); flat columns become 0.
+
+    Examples
+    --------
+    >>> zscore(np.array([[1.0, 5.0], [3.0, 5.0]])).round(4).tolist()
+    [[-0.7071, 0.0], [0.7071, 0.0]]
+    """
     x = np.asarray(x, np.float64)
     x = x - x.mean(0)
     sd = x.std(0, ddof=1)
@@ -254,6 +269,13 @@ class Parcellation:
         Centres (MNI mm), for plots.
     weights : scipy.sparse.csr_matrix, shape (V, R)
         ``1 / n_r`` on the in-mask voxels of region r (a column of zeros for an empty region).
+
+    Examples
+    --------
+    >>> parc = Parcellation(["a", "b"], ["n", "n"], None, [np.array([True, True, False]),
+    ...                                                    np.array([False, False, True])])
+    >>> parc.means(np.array([[1.0, 3.0, 5.0]])).tolist()      # one volume, three voxels
+    [[2.0, 5.0]]
     """
 
     def __init__(self, names, networks, coords, masks: Sequence[np.ndarray]):
@@ -305,14 +327,29 @@ def _spheres(centers, radii, shape, affine) -> tuple[np.ndarray, ...]:
 
 
 def pain_parcellation(shape, affine, brain: np.ndarray, radius: float) -> Parcellation:
-    """The pain-system ROI spheres (:data:`painplast.atlas.PAIN_ROIS`) on a grid, within ``brain``."""
+    """The pain-system ROI spheres (:data:`painplast.atlas.PAIN_ROIS`) on a grid, within ``brain``.
+
+    Examples
+    --------
+    >>> mask = atlas.brain_mask(4)
+    >>> parc = pain_parcellation(mask.shape, mask.affine, np.asarray(mask.dataobj) > 0, 6.0)
+    >>> len(parc.names), parc.names[0]
+    (24, 's1_hand_l')
+    """
     masks = _spheres([r.center for r in atlas.PAIN_ROIS], [radius] * len(atlas.PAIN_ROIS), shape, affine)
     return Parcellation([r.name for r in atlas.PAIN_ROIS], [r.network for r in atlas.PAIN_ROIS],
                         [r.center for r in atlas.PAIN_ROIS], _in_mask(masks, brain))
 
 
 def seed_parcellation(regions: Sequence[str], shape, affine, brain, radius) -> Parcellation:
-    """One column per seed region (union of its spheres)."""
+    """One column per seed region (union of its spheres).
+
+    Examples
+    --------
+    >>> mask = atlas.brain_mask(4)
+    >>> seed_parcellation(["mpfc", "pag"], mask.shape, mask.affine, np.asarray(mask.dataobj) > 0, 6.0).names
+    ['mpfc', 'pag']
+    """
     masks = []
     for region in regions:
         rois = atlas.region_rois(region)
@@ -327,6 +364,13 @@ def network_parcellation(spec: str, shape, affine, brain) -> Parcellation:
     Coordinate atlases become spheres of the atlas's radius (nilearn ``NiftiSpheresMasker``
     semantics: voxel centres within the radius, the nearest voxel always included; spheres may
     overlap). A label image is resampled to the grid (nearest neighbour).
+
+    Examples
+    --------
+    >>> mask = atlas.brain_mask(4)
+    >>> parc = network_parcellation("dosenbach", mask.shape, mask.affine, np.asarray(mask.dataobj) > 0)
+    >>> len(parc.names), sorted(set(parc.networks))[:3]
+    (160, ['cerebellum', 'cingulo_opercular', 'default'])
     """
     key = str(spec).lower()
     if key in ("power", "dosenbach", "seitzman"):
@@ -395,7 +439,14 @@ def fisher_z(corr: np.ndarray) -> np.ndarray:
 
 
 def correlation_matrix(ts: np.ndarray) -> np.ndarray:
-    """Pearson correlation of the columns of ``ts`` (T, R) -> (R, R); NaN rows/cols for flat columns."""
+    """Pearson correlation of the columns of ``ts`` (T, R) -> (R, R); NaN rows/cols for flat columns.
+
+    Examples
+    --------
+    >>> ts = np.column_stack([np.arange(5.0), np.arange(5.0) ** 2, np.ones(5)])
+    >>> correlation_matrix(ts).round(2)[0].tolist()
+    [1.0, 0.96, nan]
+    """
     ts = np.asarray(ts, np.float64)
     ts = ts - ts.mean(0)
     norm = np.sqrt((ts * ts).sum(0))
@@ -409,7 +460,16 @@ def correlation_matrix(ts: np.ndarray) -> np.ndarray:
 
 
 def partial_correlation(ts: np.ndarray) -> np.ndarray:
-    """Partial correlation (nilearn ``ConnectivityMeasure``, Ledoit-Wolf covariance), (R, R)."""
+    """Partial correlation (nilearn ``ConnectivityMeasure``, Ledoit-Wolf covariance), (R, R).
+
+    Flat columns get NaN rows and columns; the diagonal is 0.
+
+    Examples
+    --------
+    >>> ts = np.random.default_rng(0).normal(size=(50, 3))
+    >>> partial_correlation(ts).shape, np.diag(partial_correlation(ts)).tolist()
+    ((3, 3), [0.0, 0.0, 0.0])
+    """
     from nilearn.connectome import ConnectivityMeasure
 
     good = np.asarray(ts).std(0) > 0
@@ -441,7 +501,14 @@ def coupling(z: np.ndarray, names: Sequence[str], side_a: Sequence[str], side_b:
 
 
 def network_blocks(z: np.ndarray, networks: Sequence[str], prefix: str) -> dict[str, float]:
-    """Within- and between-network mean Fisher z: ``<prefix>_within_<net>``, ``<prefix>_between_<a>_<b>``."""
+    """Within- and between-network mean Fisher z: ``<prefix>_within_<net>``, ``<prefix>_between_<a>_<b>``.
+
+    Examples
+    --------
+    >>> z = np.array([[0, .2, .4], [.2, 0, .1], [.4, .1, 0]])
+    >>> network_blocks(z, ["a", "a", "b"], "pain")
+    {'pain_within_a': 0.2, 'pain_between_a_b': 0.25}
+    """
     nets = sorted(set(networks))
     idx = {n: np.flatnonzero(np.asarray(networks) == n) for n in nets}
     out = {}
@@ -465,8 +532,7 @@ def graph_metrics(z: np.ndarray, networks: Sequence[str], density: float = 0.2,
     expect). Metrics (bctpy): strength (``strengths_und``), clustering (Onnela,
     ``clustering_coef_wu``), global and local efficiency (:func:`global_efficiency`,
     :func:`local_efficiency`: bctpy's ``efficiency_wei`` definitions, lengths are inverse
-    weights, with scipy's compiled Dijkstra; bctpy's pure-Python version takes ~4 s for 122
-    nodes), modularity Q and communities (networkx's greedy modularity maximisation,
+    weights, with scipy's compiled Dijkstra instead of bctpy's pure-Python one), modularity Q and communities (networkx's greedy modularity maximisation,
     Clauset-Newman-Moore, deterministic; bctpy's ``modularity_und`` fails under numpy 2),
     participation coefficient with those communities (``participation_coef``).
 
@@ -568,16 +634,13 @@ def local_efficiency(W: np.ndarray) -> np.ndarray:
 
     Wang et al. (2016)'s version, as bctpy computes it: for node u with k neighbours V,
     ``sum_{j != h in V} (w_uj w_uh)^(1/3) / d_jh(V) / (k (k - 1))`` with ``d_jh(V)`` the shortest
-    path within the neighbours' subgraph, edge lengths ``w^(-1/3)``.
+    path within the neighbours' subgraph, edge lengths ``w^(-1/3)``. ``W`` as for
+    :func:`global_efficiency`; returns one value per node, shape (R,).
 
-    Parameters
-    ----------
-    W : ndarray, shape (R, R)
-        Symmetric non-negative weights in [0, 1].
-
-    Returns
-    -------
-    ndarray, shape (R,)
+    Examples
+    --------
+    >>> local_efficiency(np.array([[0, 1, 1], [1, 0, 1], [1, 1, 0.]])).tolist()   # a triangle
+    [1.0, 1.0, 1.0]
     """
     W = np.asarray(W, float)
     out = np.zeros(len(W))
@@ -970,6 +1033,18 @@ def _unique(names: Sequence[str]) -> list[str]:
 # =============================================================================== group stage
 
 
+def a_priori_tests(config: Config | None = None) -> list[tuple[str, str]]:
+    """The findings rows: the named couplings of :data:`painplast.atlas.COUPLINGS` x
+    :data:`FINDINGS_CONTRASTS`.
+
+    Examples
+    --------
+    >>> a_priori_tests()[0]
+    ('connectivity.mpfc_nacc', 'patient-control')
+    """
+    return [(f"{NAME}.{c}", k) for c in atlas.COUPLINGS for k in FINDINGS_CONTRASTS]
+
+
 def _design(participants: pd.DataFrame, contrast: str, extra: pd.DataFrame | None,
             covariates: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Rows entering a contrast, its regressor, and covariates (NaN-free)."""
@@ -1013,6 +1088,16 @@ def edgewise_glm(stack: np.ndarray, names: Sequence[str], participants: pd.DataF
     DataFrame
         One row per edge (upper triangle): ``contrast, node_a, node_b, beta, t, p, p_fdr, n``
         (Benjamini-Hochberg over the edges).
+
+    Examples
+    --------
+    >>> parts = pd.DataFrame({"group": ["patient", "control"] * 10},
+    ...                      index=[f"sub-{i:02d}" for i in range(20)])
+    >>> stack = np.random.default_rng(0).normal(size=(20, 3, 3))
+    >>> stack[::2, 0, 1] += 2.0                                   # patients: a stronger a-b edge
+    >>> table = edgewise_glm(stack, ["a", "b", "c"], parts, "patient-control", None, ())
+    >>> table.loc[table.p.idxmin(), ["node_a", "node_b"]].tolist()
+    ['a', 'b']
     """
     ok, x, cov = _design(participants, contrast, extra, covariates)
     i, j = np.triu_indices(stack.shape[1], 1)
@@ -1039,21 +1124,17 @@ def _tangent(timeseries: Sequence[np.ndarray]) -> np.ndarray:
 
 
 def group(results: Sequence[SubjectResult], cohort: Cohort, config: Config) -> GroupResult:
-    """Group statistics of connectivity.
+    """Group statistics of connectivity: the couplings' findings, then the exploratory tables.
 
-    Parameters
-    ----------
-    results : list of SubjectResult
-        The subject stage's results (excluded participants are listed, not analysed).
-    cohort : painplast.cohort.Cohort
-    config : painplast.config.Config
-        ``alpha``, ``n_permutations``, ``random_state``; module options :data:`DEFAULTS`.
+    The findings come from the shared stage (:func:`painplast.plasticity._group.run`), with
+    mean framewise displacement as a covariate when it is known for everyone. Exploratory
+    results use the contrasts of :data:`EXPLORATORY_CONTRASTS` with enough participants.
 
     Returns
     -------
     GroupResult
         ``findings``: couplings x :data:`FINDINGS_CONTRASTS`; ``tables``: ``edges``, ``graph``,
-        ``nbs``, ``excluded``; ``maps``: ``seed_<region>_mean_z``, ``seed_<region>_<contrast>_t``;
+        ``nbs``; ``maps``: ``seed_<region>_mean_z``, ``seed_<region>_<contrast>_t``;
         ``figures``: ``connectome``, ``nbs_component``.
 
     Examples
@@ -1063,39 +1144,17 @@ def group(results: Sequence[SubjectResult], cohort: Cohort, config: Config) -> G
     >>> out.findings.query("feature == 'connectivity.mpfc_nacc'")["contrast"].tolist()  # 4 patients: too few for the clinical contrasts
     ['patient-control']
     """
-    opts = config.module(NAME, DEFAULTS)
-    results = [r for r in results if r.module == NAME]
+    return _group.run(DECLARATION, results, cohort, config, _group_specific)
+
+
+def _group_specific(data: _group.GroupData) -> _group.Specific:
+    """Exploratory tables (graph, edges, NBS), seed maps and figures."""
+    opts, config, features, parts, extra = (data.options, data.config, data.features,
+                                            data.participants, data.extra)
+    kept = list(data.results)
+    covs = tuple(c for c in ("mean_fd",) if c in data.covariates)
     notes: list[str] = []
-    excluded = pd.DataFrame(
-        [{"participant_id": r.participant_id, "reason": r.excluded,
-          "mean_fd": r.info.get("mean_fd"), "scrubbed_fraction": r.info.get("scrubbed_fraction")}
-         for r in results if r.excluded],
-        columns=["participant_id", "reason", "mean_fd", "scrubbed_fraction"])
-    kept = [r for r in results if not r.excluded and r.participant_id in cohort.participants.index]
-    tables: dict[str, pd.DataFrame] = {"excluded": excluded}
-    if len(excluded):
-        notes.append(f"{len(excluded)} participant(s) excluded for motion (table 'excluded').")
-    if not kept:
-        notes.append("no participant left for group statistics")
-        return GroupResult(NAME, empty_findings(), tables=tables, notes=tuple(notes))
-    ids = [r.participant_id for r in kept]
-    features = pd.DataFrame([dict(r.features) for r in kept], index=pd.Index(ids, name="participant_id"))
-    parts = cohort.participants.loc[ids]
-    extra = pd.DataFrame({"mean_fd": features.get(f"{NAME}.mean_fd", pd.Series(np.nan, index=ids))})
-    covs = ("mean_fd",) if np.isfinite(extra["mean_fd"]).all() else ()
-    if not covs:
-        notes.append("mean framewise displacement unknown for some participants: not used as a covariate")
-
-    def module_covs(feature):
-        return tuple(c for c in contrasts.module_covariates(NAME, feature) if c in covs)
-
-    # -- findings: a-priori couplings
-    coupling_features = [f"{NAME}.{c}" for c in atlas.COUPLINGS if f"{NAME}.{c}" in features
-                         and features[f"{NAME}.{c}"].notna().sum() >= 6]
-    tests = [(f, c) for f in coupling_features for c in FINDINGS_CONTRASTS]
-    findings = contrasts.findings_table(features, parts, tests,
-                                        extra_covariates={f: module_covs(f) for f in coupling_features},
-                                        extra=extra, alpha=config.alpha)
+    tables: dict[str, pd.DataFrame] = {}
     usable = [c for c in EXPLORATORY_CONTRASTS if _contrast_usable(parts, c)]
     if not usable:
         notes.append("no group or clinical column: only descriptive connectivity results")
@@ -1170,7 +1229,7 @@ def group(results: Sequence[SubjectResult], cohort: Cohort, config: Config) -> G
             figures["nbs_component"] = _nbs_figure(*nbs_best)
     except Exception as error:  # a figure must never sink the statistics
         notes.append(f"figure failed: {error}")
-    return GroupResult(NAME, findings, tables=tables, maps=maps, figures=figures, notes=tuple(notes))
+    return _group.Specific(tables=tables, maps=maps, figures=figures, notes=notes)
 
 
 def _run_nbs(stack, names, parts, contrast, extra, covs, opts, config):
@@ -1179,7 +1238,7 @@ def _run_nbs(stack, names, parts, contrast, extra, covs, opts, config):
     data = stack[ok]
     good_nodes = np.all(np.isfinite(data), axis=(0, 2)) & np.all(np.isfinite(data), axis=(0, 1))
     data = data[:, good_nodes][:, :, good_nodes]
-    design = effects._design(x, cov if cov.size else None)
+    design = effects.design_matrix(x, cov if cov.size else None)
     vector = np.zeros(design.shape[1])
     vector[1] = 1.0
     result = _nbs(np.moveaxis(data, 0, -1), design=design, contrast=vector,
@@ -1282,3 +1341,11 @@ def _nbs_figure(contrast, result, names) -> bytes:
     ax.imshow(adj, cmap="RdBu_r")
     ax.set_title(f"NBS {contrast}: p_FWE={comp.p_fwe:.3f}")
     return _png(fig)
+
+
+DECLARATION = Declaration(
+    name=NAME, title="Large-scale connectivity", task=TASK, bold=True, subject=subject,
+    group=group, defaults=DEFAULTS, tests=a_priori_tests, covariates={"*": ("mean_fd",)},
+    description="Altered coupling of networks (e.g. mPFC-nucleus accumbens, default mode-insula) "
+    "in resting-state fMRI after fMRIPrep-confound denoising, with network-based statistics "
+    "between groups.")

@@ -24,15 +24,20 @@ from __future__ import annotations
 
 from typing import Sequence
 
+import nibabel as nib
 import numpy as np
 import pandas as pd
 
-from .. import atlas, contrasts
+from .. import atlas
 from ..cohort import Cohort, Subject
 from ..config import Config
 from ..errors import InputError
-from ..results import GroupResult, SubjectResult, figure_png
+from ..results import GroupResult, SubjectResult
+from . import Declaration, _figures, _group
 from . import _firstlevel as fl
+
+__all__ = ["CONTRASTS", "DECLARATION", "DEFAULTS", "PPI", "a_priori_tests", "group",
+           "ppi_regressors", "subject"]
 
 NAME = "modulation"
 TASK = "modulation"
@@ -156,17 +161,24 @@ def subject(subject: Subject, config: Config) -> SubjectResult:
     return SubjectResult(NAME, subject.participant_id, features, maps, {}, info)
 
 
-def _figure(features: pd.DataFrame, parts: pd.DataFrame, columns: Sequence[str]) -> bytes:
-    import matplotlib
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
+def a_priori_tests(config: Config | None = None) -> list[tuple[str, str]]:
+    """The findings rows: each region's modulation index and the PPIs x :data:`CONTRASTS`.
 
+    Examples
+    --------
+    >>> len(a_priori_tests())       # (8 regions + 3 PPIs) x 3 contrasts
+    33
+    """
+    tested = [f"{NAME}.{r}_index" for r in atlas.PAIN_PROCESSING_REGIONS] + [f"{NAME}.{p}" for p in PPI]
+    return [(f, c) for f in tested for c in CONTRASTS]
+
+
+def _figure(features: pd.DataFrame, parts: pd.DataFrame, columns: Sequence[str]) -> bytes:
+    """Each feature against the behavioural modulation score, per group, with Pearson's r."""
     score = pd.to_numeric(parts["modulation_score"], errors="coerce")
     groups = parts["group"].fillna("all") if "group" in parts else pd.Series("all", index=parts.index)
-    ncol = 4
-    nrow = int(np.ceil(len(columns) / ncol))
-    fig, axes = plt.subplots(nrow, ncol, figsize=(3.0 * ncol, 2.5 * nrow), squeeze=False)
-    for ax, col in zip(axes.ravel(), columns):
+
+    def draw(ax, col):
         for g in sorted(groups.unique()):
             sel = (groups == g).to_numpy()
             ax.scatter(score[sel], features[col][sel], s=10, label=g)
@@ -175,31 +187,22 @@ def _figure(features: pd.DataFrame, parts: pd.DataFrame, columns: Sequence[str])
         if ok.sum() > 2:
             r = np.corrcoef(score[ok], y[ok])[0, 1]
             ax.set_title(f"{col.split('.', 1)[1]}  r={r:.2f}", fontsize=8)
-    for ax in axes.ravel()[len(columns):]:
-        ax.set_visible(False)
-    axes[0, 0].legend(fontsize=7)
-    fig.supxlabel("behavioural modulation score")
-    fig.supylabel("modulation index / PPI")
-    fig.tight_layout()
-    return figure_png(fig)
+
+    return _figures.small_multiples(columns, draw, "behavioural modulation score",
+                                    "modulation index / PPI", panel=(3.0, 2.5))
 
 
 def group(results: list[SubjectResult], cohort: Cohort, config: Config) -> GroupResult:
     """Group statistics of modulation: findings for indices and PPIs, and the index-score figure.
 
-    Parameters
-    ----------
-    results : list of SubjectResult
-    cohort : Cohort
-    config : Config
+    The findings are the shared stage's (:func:`painplast.plasticity._group.run`).
 
     Returns
     -------
     GroupResult
         ``findings`` (a-priori features x patient-control, modulation_score,
-        responder-nonresponder), ``tables`` (``features``, ``excluded``), ``maps``
-        (``modulation_mean``: mean of the participants' modulation beta maps),
-        ``figures`` (``index_vs_score``).
+        responder-nonresponder), ``maps`` (``modulation_mean``: mean of the participants'
+        modulation beta maps), ``figures`` (``index_vs_score``).
 
     Examples
     --------
@@ -208,26 +211,25 @@ def group(results: list[SubjectResult], cohort: Cohort, config: Config) -> Group
     >>> len(res.findings), sorted(res.findings["contrast"].unique())   # 11 features x 3 contrasts
     (33, ['modulation_score', 'patient-control', 'responder-nonresponder'])
     """
-    excluded = [r for r in results if r.excluded]
-    results = [r for r in results if not r.excluded]
-    tables, notes, figures, maps = {}, [], {}, {}
-    if excluded:
-        tables["excluded"] = pd.DataFrame({"participant_id": [r.participant_id for r in excluded],
-                                           "reason": [r.excluded for r in excluded]})
-    features = pd.DataFrame({r.participant_id: dict(r.features) for r in results}).T.rename_axis("participant_id")
-    tested = [f"{NAME}.{r}_index" for r in atlas.PAIN_PROCESSING_REGIONS] + [f"{NAME}.{p}" for p in PPI]
-    tests = [(f, c) for f in tested for c in CONTRASTS]
-    findings = contrasts.findings_table(features, cohort.participants, tests, alpha=config.alpha)
-    missing = [c for c in CONTRASTS if contrasts.CONTRASTS[c].column not in cohort.participants]
-    if missing:
-        notes.append(f"contrasts not computed (column missing): {', '.join(missing)}")
-    tables["features"] = features.reset_index()
-    parts = cohort.participants.reindex(features.index)
-    if "modulation_score" in parts and len(features):
-        figures["index_vs_score"] = _figure(features, parts, [c for c in tested if c in features])
-    imgs = [r.maps.get("modulation_beta") for r in results]
-    if imgs and all(i is not None for i in imgs):
-        import nibabel as nib
+    return _group.run(DECLARATION, results, cohort, config, _group_specific)
+
+
+def _group_specific(data: _group.GroupData) -> _group.Specific:
+    """The index-score figure and the mean modulation map."""
+    out = _group.Specific()
+    tested = [f for f in dict.fromkeys(f for f, _ in data.declaration.a_priori(data.config))
+              if f in data.features]
+    if "modulation_score" in data.participants:
+        out.figures["index_vs_score"] = _figure(data.features, data.participants, tested)
+    imgs = [r.maps.get("modulation_beta") for r in data.results]
+    if all(i is not None for i in imgs):
         mean = np.mean([np.asarray(i.dataobj, np.float32) for i in imgs], axis=0)
-        maps["modulation_mean"] = nib.Nifti1Image(mean, imgs[0].affine)
-    return GroupResult(NAME, findings, None, tables, maps, figures, tuple(notes))
+        out.maps["modulation_mean"] = nib.Nifti1Image(mean, imgs[0].affine)
+    return out
+
+
+DECLARATION = Declaration(
+    name=NAME, title="Endogenous pain modulation", task=TASK, bold=True, subject=subject,
+    group=group, defaults=DEFAULTS, tests=a_priori_tests,
+    description="Aberrant descending modulation: the response difference between unmodulated "
+    "and modulated pain, and the psychophysiological interaction of PAG, rostral ACC and DLPFC.")

@@ -50,8 +50,8 @@ hemisphere, where that condition has no map. ``shift_mm`` does not depend on a c
 choice (mirroring is an isometry); ``asymmetry`` changes sign with it. A patient whose listed side
 contradicts the maps gets ``info["side_warning"]``.
 
-``maps="s1"`` fits only the two S1 search spheres (plus a margin for the smoothing kernel): 5x
-faster, the same features, but the output maps are zero elsewhere.
+``maps="s1"`` fits only the two S1 search spheres (plus a margin for the smoothing kernel): the
+same features in a fraction of the time, but the output maps are zero elsewhere.
 
 A participant whose map is not found (peak t below ``min_peak_t`` in a search sphere) is excluded
 (``info["excluded"]``); one without a somatotopy run raises :class:`~painplast.errors.InputError`.
@@ -72,12 +72,16 @@ import pandas as pd
 from scipy import ndimage, optimize
 from scipy import stats as _st
 
-from .. import atlas, contrasts
+from .. import atlas
 from ..cohort import Cohort, Subject
 from ..config import Config
 from ..errors import InputError
 from ..results import GroupResult, SubjectResult, figure_png
+from . import Declaration, _group
 from . import _firstlevel as fl
+
+__all__ = ["A_PRIORI", "CONTRASTS", "DECLARATION", "DEFAULTS", "a_priori_tests",
+           "correlation_table", "group", "subject"]
 
 NAME = "reorganization"
 TASK = "somatotopy"
@@ -413,11 +417,15 @@ def subject(subject: Subject, config: Config) -> SubjectResult:
 # ----------------------------------------------------------------------------------- group
 
 
-def _feature_table(results: Sequence[SubjectResult]) -> pd.DataFrame:
-    rows = {r.participant_id: dict(r.features) for r in results if not r.excluded}
-    table = pd.DataFrame.from_dict(rows, orient="index")
-    table.index.name = "participant_id"
-    return table
+def a_priori_tests(config: Config | None = None) -> list[tuple[str, str]]:
+    """The findings rows: :data:`A_PRIORI` features x :data:`CONTRASTS`.
+
+    Examples
+    --------
+    >>> a_priori_tests()[:2]
+    [('reorganization.shift_mm', 'patient-control'), ('reorganization.shift_mm', 'pain_intensity')]
+    """
+    return [(f, c) for f in A_PRIORI for c in CONTRASTS]
 
 
 def correlation_table(features: pd.DataFrame, participants: pd.DataFrame,
@@ -573,22 +581,15 @@ def _centroid_figure(features: pd.DataFrame, participants: pd.DataFrame) -> byte
 def group(results: list[SubjectResult], cohort: Cohort, config: Config) -> GroupResult:
     """Group findings for the shift and asymmetry of the affected-hand map, and their link to pain.
 
-    Parameters
-    ----------
-    results : list of SubjectResult
-        Output of :func:`subject`, one per participant (excluded ones are listed, not tested).
-    cohort : painplast.cohort.Cohort
-        Its ``participants`` table gives ``group``, ``pain_intensity`` and the covariates.
-    config : painplast.config.Config
-        ``alpha``.
+    After the shared part (:func:`painplast.plasticity._group.run`), the correlation of each
+    a-priori feature with pain intensity in patients, and two figures.
 
     Returns
     -------
     GroupResult
         ``findings``: ``reorganization.shift_mm`` and ``reorganization.asymmetry`` x
         ``patient-control`` (Cohen's d) and ``pain_intensity`` (partial r, patients), Holm-corrected
-        over the table; ``tables``: ``features`` (participants x features), ``correlations``
-        (:func:`correlation_table`), ``excluded`` (``participant_id``, ``reason``); ``figures``:
+        over the table; ``tables``: ``correlations`` (:func:`correlation_table`); ``figures``:
         ``shift_vs_pain`` and ``centroids`` (PNG bytes, when the data allow).
 
     Examples
@@ -598,28 +599,27 @@ def group(results: list[SubjectResult], cohort: Cohort, config: Config) -> Group
     >>> out.findings["feature"].unique().tolist()
     ['reorganization.shift_mm', 'reorganization.asymmetry']
     """
-    results = [r for r in results if r.module == NAME]
-    excluded = pd.DataFrame([{"participant_id": r.participant_id, "reason": r.excluded}
-                             for r in results if r.excluded], columns=["participant_id", "reason"])
-    features = _feature_table(results)
-    participants = cohort.participants
-    tests = [(f, c) for f in A_PRIORI for c in CONTRASTS]
-    findings = contrasts.findings_table(
-        features, participants, tests,
-        extra_covariates={f: contrasts.module_covariates(NAME, f) for f in A_PRIORI}, alpha=config.alpha)
-    corr = correlation_table(features, participants, A_PRIORI, alpha=config.alpha)
-    notes = []
-    if len(features) and "affected_side" not in participants:
-        notes.append("participants.tsv has no affected_side: every side was assigned pseudo-randomly "
-                     "from the participant ID, so asymmetry is not interpretable")
-    if len(excluded):
-        notes.append(f"{len(excluded)} participant(s) excluded: no hand map found in S1")
-    figures = {}
-    if len(features):
-        for name, make in (("shift_vs_pain", lambda: _shift_figure(features, participants, corr)),
-                           ("centroids", lambda: _centroid_figure(features, participants))):
-            png = make()
-            if png is not None:
-                figures[name] = png
-    tables = {"features": features.reset_index(), "correlations": corr, "excluded": excluded}
-    return GroupResult(NAME, findings=findings, tables=tables, figures=figures, notes=tuple(notes))
+    return _group.run(DECLARATION, results, cohort, config, _group_specific)
+
+
+def _group_specific(data: _group.GroupData) -> _group.Specific:
+    """Correlations with pain intensity, and the shift and centroid figures."""
+    features, participants = data.features, data.participants
+    corr = correlation_table(features, participants, A_PRIORI, alpha=data.config.alpha)
+    out = _group.Specific(tables={"correlations": corr})
+    if "affected_side" not in participants:
+        out.notes.append("participants.tsv has no affected_side: every side was assigned "
+                         "pseudo-randomly from the participant ID, so asymmetry is not interpretable")
+    for name, png in (("shift_vs_pain", _shift_figure(features, participants, corr)),
+                      ("centroids", _centroid_figure(features, participants))):
+        if png is not None:
+            out.figures[name] = png
+    return out
+
+
+DECLARATION = Declaration(
+    name=NAME, title="Somatotopic reorganization", task=TASK, bold=True, subject=subject,
+    group=group, defaults=DEFAULTS, tests=a_priori_tests,
+    description="Maladaptive reorganization of the S1/M1 maps: the affected body part's "
+    "representation shifts and shrinks. Measured as the centroid shift (mm) against the mirrored "
+    "unaffected side, and the extent asymmetry.")

@@ -37,12 +37,18 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 
-from .. import atlas, contrasts
+from .. import atlas
 from ..cohort import Cohort, Subject
 from ..config import Config
 from ..errors import InputError
-from ..results import GroupResult, SubjectResult, empty_clusters, figure_png
+from ..results import GroupResult, SubjectResult
+from . import Declaration, _figures, _group, _secondlevel
+from ._images import load_volume
 from . import _firstlevel as fl
+
+__all__ = ["DECLARATION", "DEFAULTS", "a_priori_tests", "forced_choice", "group", "load_weights",
+           "pattern_similarity", "signature_name", "signature_response", "single_interval_roc",
+           "subject"]
 
 NAME = "sensitization"
 TASK = "pain"
@@ -106,24 +112,15 @@ def load_weights(path, target=None) -> nib.Nifti1Image:
     from nilearn.image import resample_img
 
     where = None if isinstance(path, nib.spatialimages.SpatialImage) else path
-    try:
-        img = path if where is None else nib.load(str(path))
-        data = np.asarray(img.dataobj, dtype=np.float64)
-    except Exception as error:
-        raise InputError(f"cannot read the signature weight map ({error})", path=where,
-                         fix="give a NIfTI (or Analyze) weight map in MNI space") from None
-    if data.ndim == 4 and data.shape[3] == 1:
-        data = data[..., 0]
-    if data.ndim != 3:
-        raise InputError(f"the weight map has shape {data.shape}; a signature is one 3-D map", path=where,
-                         fix="give a 3-D map or a 4-D file with a single volume")
+    img, data = load_volume(path, "signature weight map",
+                            fix="give a NIfTI (or Analyze) weight map in MNI space")
     data = np.nan_to_num(data, nan=0.0, posinf=0.0, neginf=0.0)
     if not np.any(data):
         raise InputError("the weight map is all zero", path=where, fix="give a non-empty weight map")
     out = nib.Nifti1Image(data, img.affine)
     if target is None:
         return out
-    shape, affine = atlas._grid(target)
+    shape, affine = atlas.grid(target)
     if shape == data.shape and np.allclose(affine, img.affine, atol=1e-3):
         return out
     res = resample_img(out, target_affine=affine, target_shape=shape, interpolation="continuous",
@@ -306,7 +303,7 @@ def subject(subject: Subject, config: Config) -> SubjectResult:
             for col, lev in zip(level_cols, levels):
                 if col in level_maps:
                     d, _ = signature_response(w, level_maps[col], mask)
-                    features[f"{NAME}.signature_{name}_dot_{fl._level_name(lev)}"] = d
+                    features[f"{NAME}.signature_{name}_dot_{fl.level_name(lev)}"] = d
     info = {"n_trials": int(len(events)), "mean_intensity": mean_intensity, "n_scrubbed": n_scrubbed,
             "levels": [float(v) for v in levels], "runs": [r.name for r in runs]}
     return SubjectResult(NAME, subject.participant_id, features, maps,
@@ -342,14 +339,24 @@ def _level_maps(runs: Sequence[fl.ContrastMaps], level_cols: Sequence[str]) -> d
 
 def _level_columns(events: pd.DataFrame, cond: str) -> list[str]:
     levels = sorted(pd.to_numeric(events["intensity"], errors="coerce").dropna().unique())
-    return [f"{cond}_{fl._level_name(v)}" for v in levels]
+    return [f"{cond}_{fl.level_name(v)}" for v in levels]
 
 
 # ----------------------------------------------------------------------------- group stage
 
 
-def _feature_table(results: Sequence[SubjectResult]) -> pd.DataFrame:
-    return pd.DataFrame({r.participant_id: dict(r.features) for r in results}).T.rename_axis("participant_id")
+def a_priori_tests(config: Config | None = None) -> list[tuple[str, str]]:
+    """The findings rows: each region's response and slope, and each signature's response.
+
+    Examples
+    --------
+    >>> len(a_priori_tests()), a_priori_tests()[0]
+    (16, ('sensitization.s1_hand_response', 'patient-control'))
+    """
+    signatures = [signature_name(s)[0] for s in (config.signatures if config else ())]
+    tested = [f"{NAME}.{r}_{k}" for r in atlas.PAIN_PROCESSING_REGIONS for k in ("response", "slope")]
+    tested += [f"{NAME}.signature_{n}_dot" for n in signatures]
+    return [(f, "patient-control") for f in tested]
 
 
 def forced_choice(high: np.ndarray, low: np.ndarray, alpha: float = 0.05) -> dict:
@@ -410,99 +417,46 @@ def single_interval_roc(high: np.ndarray, low: np.ndarray) -> dict:
             "specificity": float(1 - fpr[j]), "n": int(len(s))}
 
 
-def _nearest_label(xyz: np.ndarray) -> str:
-    table = atlas.roi_table()
-    d = np.linalg.norm(table[["x", "y", "z"]].to_numpy(float) - xyz, axis=1)
-    i = int(np.argmin(d))
-    name = table.name.iloc[i]
-    return name if d[i] <= 12 else f"near {name} ({d[i]:.0f} mm)"
-
-
-def _second_level(results, parts: pd.DataFrame, config: Config, opts) -> tuple[dict, pd.DataFrame, list[str]]:
-    """Patient-control t map of pain_beta with TFCE family-wise inference and its clusters."""
-    from ..stats.permutation import permutation_test
-    from .structure import cluster_table
-
-    notes = []
+def _voxelwise(results: Sequence[SubjectResult], participants: pd.DataFrame,
+               config: Config) -> _secondlevel.SecondLevel:
+    """Patient-control second level of ``pain_beta`` in the voxels every map covers."""
     imgs = [r.maps.get("pain_beta") for r in results]
-    if any(i is None for i in imgs) or "group" not in parts:
-        return {}, empty_clusters(), ["voxel-wise patient-control map skipped (no group column or no maps)"]
-    spec = contrasts.CONTRASTS["patient-control"]
-    x = contrasts.regressor(parts, spec)
-    cov, names = contrasts.covariate_matrix(parts, spec.covariates)
-    design = pd.DataFrame({"patient_minus_control": x - np.nanmean(x)})
-    for j, n in enumerate(names):
-        design[n] = cov[:, j] - np.nanmean(cov[:, j])
-    design["intercept"] = 1.0
-    ok = design.notna().all(axis=1).to_numpy()
-    design = design[ok].reset_index(drop=True)
-    imgs = [i for i, keep in zip(imgs, ok) if keep]
-    if design.shape[0] - np.linalg.matrix_rank(design.to_numpy()) < 3 or design["patient_minus_control"].std() == 0:
-        return {}, empty_clusters(), ["voxel-wise patient-control map skipped (too few participants)"]
-    affine = imgs[0].affine
-    mask_data = np.all([np.asarray(i.dataobj) != 0 for i in imgs], axis=0)
-    Y = np.stack([np.asarray(i.dataobj, np.float64)[mask_data] for i in imgs])
-    X = design.to_numpy(float)
-    contrast = np.zeros(X.shape[1])
-    contrast[list(design.columns).index("patient_minus_control")] = 1.0
-    n_perm = int(config.n_permutations)
-    res = permutation_test(Y, X, contrast, n_permutations=max(n_perm, 1), tfce=True, mask=mask_data,
-                           two_sided=True, random_state=config.random_state)
-    tmap = np.zeros(mask_data.shape, np.float64)
-    tmap[mask_data] = res.t
-    pmap = np.ones(mask_data.shape, np.float64)
-    pmap[mask_data] = res.p_fwe_tfce
-    maps = {"patient-control_t": nib.Nifti1Image(tmap.astype(np.float32), affine),
-            "patient-control_logp_fwe": nib.Nifti1Image((-np.log10(pmap)).astype(np.float32), affine)}
-    clusters = cluster_table(tmap, pmap, affine, "patient-control", alpha=config.alpha)
-    if len(clusters) == 0:
-        clusters = empty_clusters()
-    notes.append(f"voxel-wise patient-control: OLS with age, sex, site; TFCE (E=0.5, H=2) with "
-                 f"family-wise error from the maximum TFCE over {n_perm} Freedman-Lane permutations")
-    return maps, clusters, notes
+    if any(i is None for i in imgs):
+        return _secondlevel.SecondLevel(notes=["voxel-wise patient-control map skipped (no maps)"])
+    mask = np.all([np.asarray(i.dataobj) != 0 for i in imgs], axis=0)
+    Y = np.stack([np.asarray(i.dataobj, np.float64)[mask] for i in imgs])
+    return _secondlevel.second_level(Y, mask, imgs[0].affine, participants, ["patient-control"],
+                                     n_permutations=max(int(config.n_permutations), 1),
+                                     alpha=config.alpha, random_state=config.random_state)
 
 
 def _curve_figure(curves: pd.DataFrame) -> bytes:
-    import matplotlib
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    regions = list(dict.fromkeys(curves["region"]))
-    ncol = 4
-    nrow = int(np.ceil(len(regions) / ncol))
-    fig, axes = plt.subplots(nrow, ncol, figsize=(3.0 * ncol, 2.4 * nrow), sharex=True, squeeze=False)
-    for ax, region in zip(axes.ravel(), regions):
-        part = curves[curves.region == region]
-        for group, g in part.groupby("group"):
-            ax.errorbar(g["intensity"], g["mean"], yerr=g["sem"], marker="o", ms=3, capsize=2, label=group)
+    """Each region's mean stimulus-response curve per group, with standard errors."""
+    def draw(ax, region):
+        for name, g in curves[curves.region == region].groupby("group"):
+            ax.errorbar(g["intensity"], g["mean"], yerr=g["sem"], marker="o", ms=3, capsize=2, label=name)
         ax.set_title(region, fontsize=9)
         ax.axhline(0, color="0.7", lw=0.5)
-    for ax in axes.ravel()[len(regions):]:
-        ax.set_visible(False)
-    axes[0, 0].legend(fontsize=7)
-    fig.supxlabel("stimulus intensity")
-    fig.supylabel("ROI response (% signal)")
-    fig.tight_layout()
-    return figure_png(fig)
+
+    return _figures.small_multiples(list(dict.fromkeys(curves["region"])), draw, "stimulus intensity",
+                                    "ROI response (% signal)", sharex=True)
 
 
 def group(results: list[SubjectResult], cohort: Cohort, config: Config) -> GroupResult:
     """Group statistics of sensitization: findings, voxel-wise map and clusters, signature tests.
 
-    Parameters
-    ----------
-    results : list of SubjectResult
-        Subject-stage results; excluded participants are left out and listed.
-    cohort : Cohort
-        Participants table (``group``, ``age``, ``sex``, ``site``).
-    config : Config
+    The shared group stage (:func:`painplast.plasticity._group.run`: the feature table, the
+    excluded participants, the a-priori findings with Holm's correction), then this module's
+    own results.
 
     Returns
     -------
     GroupResult
-        ``findings`` (patient-control for the a-priori features), ``clusters``, ``maps``
-        (``patient-control_t``), ``tables`` (``features``, ``roi_by_level``, ``signature_by_level``,
-        ``forced_choice``, ``roc``, ``excluded``), ``figures`` (``stimulus_response``).
+        ``findings`` (patient-control for the a-priori features); the voxel-wise patient-control
+        GLM of ``pain_beta`` (:func:`painplast.plasticity._secondlevel.second_level`): ``clusters``,
+        ``maps`` ``patient_control_t``, ``_tfce``, ``_logp_fwe_tfce`` and the table
+        ``voxelwise``; tables ``roi_by_level`` (stimulus-response curves), ``signature_by_level``,
+        ``forced_choice``, ``roc``; figure ``stimulus_response``.
 
     Examples
     --------
@@ -511,48 +465,30 @@ def group(results: list[SubjectResult], cohort: Cohort, config: Config) -> Group
     >>> len(res.findings), res.findings["contrast"].unique().tolist()   # 8 regions x (response, slope)
     (16, ['patient-control'])
     """
-    opts = config.module(NAME, DEFAULTS)
-    excluded = [r for r in results if r.excluded]
-    results = [r for r in results if not r.excluded]
-    tables: dict[str, pd.DataFrame] = {}
-    notes: list[str] = []
-    if excluded:
-        tables["excluded"] = pd.DataFrame({"participant_id": [r.participant_id for r in excluded],
-                                           "reason": [r.excluded for r in excluded]})
-    features = _feature_table(results)
-    parts = cohort.participants.reindex(features.index)
-    signatures = [signature_name(s)[0] for s in config.signatures]
-    tested = [f"{NAME}.{r}_{k}" for r in atlas.PAIN_PROCESSING_REGIONS for k in ("response", "slope")]
-    tested += [f"{NAME}.signature_{n}_dot" for n in signatures]
-    tests = [(f, "patient-control") for f in tested]
-    findings = contrasts.findings_table(features, cohort.participants, tests, alpha=config.alpha)
-    if "group" not in cohort.participants:
-        notes.append("no group column: patient-control findings not computed")
-    tables["features"] = features.reset_index()
+    return _group.run(DECLARATION, results, cohort, config, _group_specific)
 
-    # stimulus-response curves
-    groups = parts["group"].fillna("all") if "group" in parts else pd.Series("all", index=parts.index)
+
+def _response_curves(results: Sequence[SubjectResult], groups: pd.Series) -> pd.DataFrame:
+    """Mean, SEM and n of each region's response per group and intensity level."""
     rows = []
     for r in results:
-        levels = r.arrays.get("intensity_levels")
-        curve = r.arrays.get("roi_by_level")
+        levels, curve = r.arrays.get("intensity_levels"), r.arrays.get("roi_by_level")
         if levels is None or curve is None:
             continue
         for i, region in enumerate(atlas.PAIN_PROCESSING_REGIONS):
             for lev, val in zip(levels, curve[i]):
                 rows.append({"participant_id": r.participant_id, "group": groups[r.participant_id],
                              "region": region, "intensity": float(lev), "response": float(val)})
-    figures = {}
-    if rows:
-        long = pd.DataFrame(rows)
-        curves = (long.groupby(["region", "group", "intensity"], sort=False)["response"]
-                  .agg(mean="mean", sem=lambda v: v.std(ddof=1) / np.sqrt(len(v)), n="count").reset_index())
-        tables["roi_by_level"] = curves
-        figures["stimulus_response"] = _curve_figure(curves)
+    if not rows:
+        return pd.DataFrame()
+    return (pd.DataFrame(rows).groupby(["region", "group", "intensity"], sort=False)["response"]
+            .agg(mean="mean", sem=lambda v: v.std(ddof=1) / np.sqrt(len(v)), n="count").reset_index())
 
-    # signatures by level, forced choice, ROC
+
+def _signature_tables(features: pd.DataFrame, groups: pd.Series, config: Config) -> dict[str, pd.DataFrame]:
+    """Signature response by intensity level and group, forced choice and ROC (high vs low)."""
     sig_rows, fc_rows, roc_rows = [], [], []
-    for name in signatures:
+    for name in (signature_name(s)[0] for s in config.signatures):
         prefix = f"{NAME}.signature_{name}_dot_"
         cols = [c for c in features.columns if c.startswith(prefix)]
         if not cols:
@@ -564,16 +500,35 @@ def group(results: list[SubjectResult], cohort: Cohort, config: Config) -> Group
                 sig_rows.append({"signature": name, "intensity": lev[c], "group": g, "mean": v.mean(),
                                  "sem": v.std(ddof=1) / np.sqrt(v.count()), "n": int(v.count())})
         high, low = features[cols[-1]].to_numpy(float), features[cols[0]].to_numpy(float)
-        fc_rows.append({"signature": name, "high": lev[cols[-1]], "low": lev[cols[0]],
-                        **forced_choice(high, low, config.alpha)})
-        roc_rows.append({"signature": name, "high": lev[cols[-1]], "low": lev[cols[0]], **single_interval_roc(high, low)})
-    if sig_rows:
-        tables["signature_by_level"] = pd.DataFrame(sig_rows)
-        tables["forced_choice"] = pd.DataFrame(fc_rows)
-        tables["roc"] = pd.DataFrame(roc_rows)
+        pair = {"signature": name, "high": lev[cols[-1]], "low": lev[cols[0]]}
+        fc_rows.append({**pair, **forced_choice(high, low, config.alpha)})
+        roc_rows.append({**pair, **single_interval_roc(high, low)})
+    if not sig_rows:
+        return {}
+    return {"signature_by_level": pd.DataFrame(sig_rows), "forced_choice": pd.DataFrame(fc_rows),
+            "roc": pd.DataFrame(roc_rows)}
 
-    maps, clusters = {}, None
-    if opts["voxelwise"] and len(results) >= 4:
-        maps, clusters, more = _second_level(results, parts, config, opts)
-        notes += more
-    return GroupResult(NAME, findings, clusters, tables, maps, figures, tuple(notes))
+
+def _group_specific(data: _group.GroupData) -> _group.Specific:
+    """Stimulus-response curves, signature tests and the voxel-wise patient-control map."""
+    parts = data.participants
+    groups = parts["group"].fillna("all") if "group" in parts else pd.Series("all", index=parts.index)
+    out = _group.Specific(tables=_signature_tables(data.features, groups, data.config))
+    curves = _response_curves(data.results, groups)
+    if len(curves):
+        out.tables["roi_by_level"] = curves
+        out.figures["stimulus_response"] = _curve_figure(curves)
+    if data.options["voxelwise"]:
+        second = _voxelwise(data.results, parts, data.config)
+        out.maps, out.notes = second.maps, second.notes
+        if second.maps:
+            out.clusters, out.tables["voxelwise"] = second.clusters, second.summary
+    return out
+
+
+DECLARATION = Declaration(
+    name=NAME, title="Sensitization", task=TASK, bold=True, subject=subject, group=group,
+    defaults=DEFAULTS, tests=a_priori_tests,
+    description="Peripheral and central sensitization: amplified responses to graded noxious "
+    "stimuli. Measured per participant as the pain-task response and the stimulus-response slope "
+    "in each pain-processing region, and as the expression of pain signatures.")

@@ -58,7 +58,14 @@ from .. import atlas, contrasts
 from ..cohort import Cohort, Subject
 from ..config import Config
 from ..errors import InputError
-from ..results import CLUSTERS_COLUMNS, GroupResult, SubjectResult, empty_clusters, figure_png
+from ..results import GroupResult, SubjectResult, figure_png
+from . import Declaration, _group, _secondlevel
+from ._images import load_volume
+
+__all__ = ["DECLARATION", "DEFAULTS", "REGIONAL_CONTRASTS", "TOTAL_CONTRASTS", "a_priori_tests",
+           "analysis_grid", "atlas_gm", "glass_brain_png", "group", "load_gm",
+           "regional_effects_png", "regional_gm", "smooth_to_grid", "subject", "voxel_volume_ml",
+           "voxelwise"]
 
 NAME = "structure"
 DEFAULTS: dict[str, Any] = {
@@ -102,17 +109,8 @@ def load_gm(path: str | Path) -> nib.Nifti1Image:
     >>> img.shape
     (50, 59, 48)
     """
-    try:
-        img = nib.load(str(path))
-        data = np.asarray(img.dataobj, dtype=np.float32)
-    except Exception as error:
-        raise InputError(f"cannot read the gray-matter map ({error})", path=path,
-                         fix="give a NIfTI GM map (fMRIPrep label-GM_probseg or CAT12 mwp1)") from None
-    if data.ndim == 4 and data.shape[3] == 1:
-        data = data[..., 0]
-    if data.ndim != 3:
-        raise InputError(f"the gray-matter map has shape {data.shape}; it must be one 3-D map",
-                         path=path, fix="give the 3-D GM probability map, not a 4-D series")
+    img, data = load_volume(path, "gray-matter map", dtype=np.float32,
+                            fix="give a NIfTI GM map (fMRIPrep label-GM_probseg or CAT12 mwp1)")
     data = np.where(np.isfinite(data), data, 0.0).astype(np.float32)
     np.maximum(data, 0.0, out=data)
     if not data.any():
@@ -126,7 +124,13 @@ def load_gm(path: str | Path) -> nib.Nifti1Image:
 
 
 def voxel_volume_ml(img) -> float:
-    """Volume of one voxel of ``img`` in mL."""
+    """Volume of one voxel of ``img`` in mL.
+
+    Examples
+    --------
+    >>> round(voxel_volume_ml(nib.Nifti1Image(np.zeros((2, 2, 2)), np.diag([2.0, 2.0, 2.0, 1.0]))), 9)
+    0.008
+    """
     return float(abs(np.linalg.det(np.asarray(img.affine, float)[:3, :3]))) / 1000.0
 
 
@@ -386,174 +390,6 @@ def subject(subject: Subject, config: Config) -> SubjectResult:
 
 # ----------------------------------------------------------------------------- voxel-wise group GLM
 
-def _map_key(contrast: str) -> str:
-    return contrast.replace("-", "_")
-
-
-def nearest_label(xyz: Sequence[float], within_mm: float = 12.0) -> str:
-    """Name of the pain-system ROI nearest an MNI coordinate, with its structure.
-
-    Examples
-    --------
-    >>> nearest_label([-40, 34, 30])
-    'dlpfc_l (dorsolateral prefrontal cortex)'
-    """
-    table = atlas.roi_table()
-    d = np.linalg.norm(table[["x", "y", "z"]].to_numpy(float) - np.asarray(xyz, float), axis=1)
-    i = int(np.argmin(d))
-    text = f"{table.name.iloc[i]} ({table.structure.iloc[i]})"
-    return text if d[i] <= within_mm else f"near {text}, {d[i]:.0f} mm"
-
-
-def _local_maxima(values: np.ndarray, cluster: np.ndarray, xyz: np.ndarray, min_distance: float,
-                  max_peaks: int) -> list[tuple[int, int, int]]:
-    """Peak and local maxima (voxel indices) of ``values`` inside one cluster, strongest first."""
-    inside = np.where(cluster, values, -np.inf)
-    is_max = (inside == ndimage.maximum_filter(inside, size=3, mode="constant", cval=-np.inf)) & cluster
-    candidates = np.argwhere(is_max)
-    order = np.argsort(-values[tuple(candidates.T)], kind="stable")
-    kept: list[tuple[int, int, int]] = []
-    for idx in candidates[order]:
-        idx = tuple(int(i) for i in idx)
-        if all(np.linalg.norm(xyz[idx] - xyz[k]) >= min_distance for k in kept):
-            kept.append(idx)
-        if len(kept) >= max_peaks:
-            break
-    return kept
-
-
-def cluster_table(t_map: np.ndarray, p_map: np.ndarray, affine: np.ndarray, contrast: str, *,
-                  alpha: float = 0.05, min_peak_distance: float = 8.0,
-                  max_subpeaks: int = 3) -> pd.DataFrame:
-    """Clusters of significant voxels, one row per peak and local maximum (contract columns).
-
-    Parameters
-    ----------
-    t_map : ndarray, shape (X, Y, Z)
-        Signed statistic.
-    p_map : ndarray, shape (X, Y, Z)
-        FWE-corrected p per voxel (1 outside the mask).
-    affine : ndarray, shape (4, 4)
-    contrast : str
-    alpha : float
-        Voxels with ``p < alpha`` form clusters (26-neighbourhood, positive and negative apart).
-    min_peak_distance : float
-        Minimum distance (mm) of a reported local maximum from a stronger one of its cluster.
-    max_subpeaks : int
-        Local maxima reported per cluster besides its peak.
-
-    Returns
-    -------
-    DataFrame
-        :data:`painplast.results.CLUSTERS_COLUMNS` plus ``cluster`` (number within the contrast)
-        and ``peak`` (``"peak"`` or ``"subpeak"``).
-
-    Examples
-    --------
-    >>> t = np.zeros((9, 9, 9)); t[2:5, 2:5, 2:5] = -4.0; t[3, 3, 3] = -5.0
-    >>> p = np.where(t != 0, 0.01, 1.0)
-    >>> cluster_table(t, p, np.diag([4.0, 4, 4, 1]), "age")[["peak_x", "peak_stat", "size_mm3"]].round(3).values.tolist()
-    [[12.0, -5.0, 1728.0]]
-    """
-    xyz = atlas.voxel_coordinates(t_map.shape, affine)
-    voxel_mm3 = float(abs(np.linalg.det(affine[:3, :3])))
-    rows = []
-    number = 0
-    structure = np.ones((3, 3, 3), bool)
-    for sign in (-1.0, 1.0):
-        significant = (p_map < alpha) & (sign * t_map > 0)
-        labels, n = ndimage.label(significant, structure=structure)
-        for k in range(1, n + 1):
-            cluster = labels == k
-            number += 1
-            peaks = _local_maxima(sign * t_map, cluster, xyz, min_peak_distance, 1 + max_subpeaks)
-            for j, idx in enumerate(peaks):
-                rows.append({"contrast": contrast, "peak_x": float(xyz[idx][0]), "peak_y": float(xyz[idx][1]),
-                             "peak_z": float(xyz[idx][2]), "peak_stat": float(t_map[idx]),
-                             "size_mm3": float(cluster.sum() * voxel_mm3),
-                             "p_fwe": float(p_map[cluster].min() if j == 0 else p_map[idx]),
-                             "label": nearest_label(xyz[idx]), "cluster": number,
-                             "peak": "peak" if j == 0 else "subpeak"})
-    columns = list(CLUSTERS_COLUMNS) + ["cluster", "peak"]
-    if not rows:
-        return pd.DataFrame({c: pd.Series(dtype=float) for c in columns}).astype(
-            {"contrast": object, "label": object, "peak": object})
-    table = pd.DataFrame(rows, columns=columns)
-    # clusters by significance, then size; peaks within a cluster strongest first
-    first = table[table.peak == "peak"].sort_values(["p_fwe", "size_mm3"], ascending=[True, False])
-    rank = {c: i for i, c in enumerate(first.cluster)}
-    table["_rank"] = table.cluster.map(rank)
-    table = table.sort_values(["_rank"], kind="stable").drop(columns="_rank").reset_index(drop=True)
-    table["cluster"] = table.cluster.map(lambda c: rank[c] + 1)
-    return table
-
-
-def _independent_columns(columns: list[np.ndarray], names: list[str]) -> tuple[list[np.ndarray], list[str], list[str]]:
-    """Keep the columns that add rank (constant or collinear covariates are dropped)."""
-    kept, kept_names, dropped = [], [], []
-    for col, name in zip(columns, names):
-        trial = np.column_stack(kept + [col])
-        if np.linalg.matrix_rank(trial) == trial.shape[1]:
-            kept.append(col)
-            kept_names.append(name)
-        else:
-            dropped.append(name)
-    return kept, kept_names, dropped
-
-
-def voxelwise_design(participants: pd.DataFrame, contrast: str, extra: pd.DataFrame | None = None,
-                     global_covariate: str | None = "gm_total") -> tuple[np.ndarray, np.ndarray, list[str], list[str]]:
-    """Design of the voxel-wise GLM of one contrast.
-
-    Parameters
-    ----------
-    participants : DataFrame
-        Participants table (index ``participant_id``), in the data's row order.
-    contrast : str
-        A name of :data:`painplast.contrasts.CONTRASTS`.
-    extra : DataFrame, optional
-        Per-participant covariates not in ``participants`` (``gm_total``), same index.
-    global_covariate : str or None
-        ``"tiv"`` or ``"gm_total"`` (added to the contrast's covariates except for ``age``, whose
-        effect is global), or None.
-
-    Returns
-    -------
-    design : ndarray, shape (n_used, p)
-        Intercept, the regressor of interest, the covariates that add rank.
-    rows : ndarray of bool, shape (n,)
-        Participants entering (in the contrast's subset, no missing value).
-    names : list of str
-        Column names of ``design``.
-    dropped : list of str
-        Covariates left out (constant in the subset or collinear).
-
-    Examples
-    --------
-    >>> parts = pd.DataFrame({"group": ["patient", "control"] * 4, "age": np.arange(8.0) * 3 + 20},
-    ...                      index=[f"sub-{i}" for i in range(8)])
-    >>> X, rows, names, dropped = voxelwise_design(parts, "patient-control", global_covariate=None)
-    >>> X.shape, names
-    ((8, 3), ['intercept', 'patient-control', 'age'])
-    """
-    spec = contrasts.CONTRASTS[contrast]
-    x = contrasts.regressor(participants, spec)
-    covariates = list(spec.covariates)
-    if global_covariate and (contrast != "age" or global_covariate == "tiv"):
-        covariates.append(global_covariate)
-    cov, used = contrasts.covariate_matrix(participants, covariates, extra)
-    rows = np.isfinite(x)
-    if cov.size:
-        rows &= np.all(np.isfinite(cov), axis=1)
-    n = int(rows.sum())
-    columns = [np.ones(n), x[rows]] + [cov[rows, j] - cov[rows, j].mean() for j in range(cov.shape[1])]
-    kept, names, dropped = _independent_columns(columns, ["intercept", contrast] + used)
-    if names[:2] != ["intercept", contrast]:
-        raise InputError(f"the {contrast} regressor is constant among the participants who enter it",
-                         fix=f"the {spec.column} column needs at least two different values")
-    return np.column_stack(kept), rows, names, dropped
-
-
 def _global_covariate(participants: pd.DataFrame) -> str:
     return "tiv" if "tiv" in participants.columns else "gm_total"
 
@@ -610,7 +446,7 @@ def voxelwise(results: Sequence[SubjectResult], participants: pd.DataFrame, extr
     maps : dict
         ``gm_mask`` and per contrast ``<key>_t``, ``<key>_tfce``, ``<key>_logp_fwe_tfce``.
     clusters : DataFrame
-        See :func:`cluster_table` (all contrasts).
+        See :func:`painplast.plasticity._secondlevel.cluster_table` (all contrasts).
     summary : DataFrame
         One row per contrast: ``n``, covariates, voxels, permutations, peak t, smallest FWE p.
     notes : list of str
@@ -626,68 +462,17 @@ def voxelwise(results: Sequence[SubjectResult], participants: pd.DataFrame, extr
     >>> sorted(maps)      # 8 participants: only the age contrast has enough (see notes)
     ['age_logp_fwe_tfce', 'age_t', 'age_tfce', 'gm_mask']
     """
-    from ..stats.permutation import permutation_test
-
     Y, mask, affine = _load_stack(results, float(opts["mask_threshold"]), opts["mask"])
-    maps: dict[str, Any] = {"gm_mask": nib.Nifti1Image(mask.astype(np.uint8), affine)}
-    global_cov = _global_covariate(participants)
-    notes = [f"voxel-wise GLM in a GM mask of {int(mask.sum())} voxels (mean smoothed GM > "
-             f"{opts['mask_threshold']}), fwhm {_fwhm(opts, config)} mm, TFCE (E=0.5, H=2, "
-             f"{opts['tfce_connectivity']}-connectivity), {config.n_permutations} Freedman-Lane "
-             f"permutations{' within site' if opts['site_blocks'] else ''}, two-sided, FWE from max |TFCE|"]
-    tables, summary = [], []
-    for k, contrast in enumerate(opts["voxelwise_contrasts"]):
-        if contrast not in contrasts.CONTRASTS:
-            raise InputError(f"unknown contrast {contrast!r} in structure option voxelwise_contrasts",
-                             fix=f"use some of {', '.join(contrasts.CONTRASTS)}")
-        spec = contrasts.CONTRASTS[contrast]
-        if spec.column not in participants or (spec.subset == "patients" and "group" not in participants):
-            notes.append(f"voxel-wise {contrast} skipped: no {spec.column} column")
-            continue
-        try:
-            design, rows, names, dropped = voxelwise_design(participants, contrast, extra, global_cov)
-        except InputError as error:
-            notes.append(f"voxel-wise {contrast} skipped: {error}")
-            continue
-        n, p = design.shape
-        if n - p < 3:
-            notes.append(f"voxel-wise {contrast} skipped: {n} participants for {p} design columns")
-            continue
-        blocks = None
-        if opts["site_blocks"] and "site" in participants:
-            site = participants["site"].astype(str).to_numpy()[rows]
-            if len(np.unique(site)) > 1:
-                blocks = site
-        c = np.zeros(p)
-        c[1] = 1.0
-        res = permutation_test(Y[rows], design, c, n_permutations=int(config.n_permutations),
-                               tfce=True, mask=mask, two_sided=True, blocks=blocks,
-                               random_state=np.random.default_rng([int(config.random_state), k]),
-                               connectivity=int(opts["tfce_connectivity"]), column_names=names)
-        key = _map_key(contrast)
-        t_map = np.zeros(mask.shape, np.float32)
-        t_map[mask] = res.t
-        tfce_map = np.zeros(mask.shape, np.float32)
-        tfce_map[mask] = res.tfce
-        p_map = np.ones(mask.shape, np.float64)
-        p_map[mask] = res.p_fwe_tfce
-        maps[f"{key}_t"] = nib.Nifti1Image(t_map, affine)
-        maps[f"{key}_tfce"] = nib.Nifti1Image(tfce_map, affine)
-        maps[f"{key}_logp_fwe_tfce"] = nib.Nifti1Image((-np.log10(p_map)).astype(np.float32), affine)
-        tables.append(cluster_table(t_map.astype(np.float64), p_map, affine, contrast,
-                                    alpha=config.alpha, min_peak_distance=float(opts["min_peak_distance"]),
-                                    max_subpeaks=int(opts["max_subpeaks"])))
-        significant = res.p_fwe_tfce < config.alpha
-        summary.append({"contrast": contrast, "n": n, "design": ", ".join(names[2:]),
-                        "dropped": ", ".join(dropped), "blocks": "site" if blocks is not None else "",
-                        "n_voxels": int(mask.sum()), "n_permutations": res.n_permutations,
-                        "scheme": res.scheme, "min_t": float(res.t.min()), "max_t": float(res.t.max()),
-                        "min_p_fwe_tfce": float(res.p_fwe_tfce.min()),
-                        "min_p_fwe_t": float(res.p_fwe.min()),
-                        "n_significant_voxels": int(significant.sum())})
-    tables = [t for t in tables if len(t)]
-    clusters = pd.concat(tables, ignore_index=True) if tables else empty_clusters()
-    return maps, clusters, pd.DataFrame(summary), notes
+    second = _secondlevel.second_level(
+        Y, mask, affine, participants, opts["voxelwise_contrasts"], extra=extra,
+        global_covariate=_global_covariate(participants), site_blocks=bool(opts["site_blocks"]),
+        n_permutations=int(config.n_permutations), alpha=config.alpha,
+        random_state=config.random_state, connectivity=int(opts["tfce_connectivity"]),
+        min_peak_distance=float(opts["min_peak_distance"]), max_subpeaks=int(opts["max_subpeaks"]))
+    maps = {"gm_mask": nib.Nifti1Image(mask.astype(np.uint8), affine), **second.maps}
+    notes = [f"GM mask: mean smoothed GM > {opts['mask_threshold']}, fwhm {_fwhm(opts, config)} mm",
+             *second.notes]
+    return maps, second.clusters, second.summary, notes
 
 
 # ----------------------------------------------------------------------------- figures
@@ -711,7 +496,7 @@ def glass_brain_png(t_img, logp_img=None, alpha: float = 0.05, title: str = "") 
     Returns
     -------
     bytes
-        PNG image.
+        The figure as PNG.
 
     Examples
     --------
@@ -748,14 +533,9 @@ def regional_effects_png(findings: pd.DataFrame, alpha: float = 0.05) -> bytes:
     Parameters
     ----------
     findings : DataFrame
-        Contract columns.
+        Contract columns; one panel per regional contrast, bars drawn dark where
+        ``p_corrected < alpha`` (and the PNG's bytes returned).
     alpha : float
-        Bars with ``p_corrected < alpha`` are drawn dark.
-
-    Returns
-    -------
-    bytes
-        PNG image.
 
     Examples
     --------
@@ -797,13 +577,7 @@ def regional_effects_png(findings: pd.DataFrame, alpha: float = 0.05) -> bytes:
 
 # ----------------------------------------------------------------------------- group stage
 
-def _feature_table(results: Sequence[SubjectResult]) -> pd.DataFrame:
-    table = pd.DataFrame([dict(r.features) for r in results],
-                         index=pd.Index([r.participant_id for r in results], name="participant_id"))
-    return table.astype(float)
-
-
-def a_priori_tests() -> list[tuple[str, str]]:
+def a_priori_tests(config: Config | None = None) -> list[tuple[str, str]]:
     """The (feature, contrast) rows of the structure findings table.
 
     Examples
@@ -818,24 +592,16 @@ def a_priori_tests() -> list[tuple[str, str]]:
 def group(results: list[SubjectResult], cohort: Cohort, config: Config) -> GroupResult:
     """Group statistics of gray matter: regional findings, voxel-wise maps and clusters.
 
-    Parameters
-    ----------
-    results : list of SubjectResult
-        Subject-stage results; excluded participants are left out and listed.
-    cohort : Cohort
-        Participants table (``group``, ``age``, ``sex``, ``site``, ``pain_duration_months``,
-        ``pain_intensity``, ``treatment_response``, optionally ``tiv``).
-    config : Config
-        ``n_permutations``, ``alpha``, ``random_state`` and the module options.
+    Regional findings are the shared stage's (:func:`painplast.plasticity._group.run`; regional
+    GM adjusted for ``gm_total``); the voxel-wise GLMs are :func:`voxelwise`'s.
 
     Returns
     -------
     GroupResult
         ``findings`` (a-priori rows, see :func:`a_priori_tests`), ``clusters`` (all voxel-wise
         contrasts), ``maps`` (``gm_mask``, ``<contrast>_t``, ``<contrast>_tfce``,
-        ``<contrast>_logp_fwe_tfce``), ``tables`` (``features``, ``voxelwise``, ``atlas_effects``
-        with the ``atlas`` option, ``excluded``), ``figures`` (``glass_brain_patient_control``,
-        ``regional_effects``).
+        ``<contrast>_logp_fwe_tfce``), ``tables`` (``voxelwise``, ``atlas_effects`` with the
+        ``atlas`` option), ``figures`` (``glass_brain_patient_control``, ``regional_effects``).
 
     Examples
     --------
@@ -844,51 +610,36 @@ def group(results: list[SubjectResult], cohort: Cohort, config: Config) -> Group
     >>> "structure.gm_dlpfc" in set(res.findings["feature"]), "clusters" in dir(res)
     (True, True)
     """
-    opts = config.module(NAME, DEFAULTS)
-    excluded = [r for r in results if r.excluded]
-    results = [r for r in results if not r.excluded]
-    tables: dict[str, pd.DataFrame] = {}
-    notes: list[str] = []
-    figures: dict[str, bytes] = {}
-    if excluded:
-        tables["excluded"] = pd.DataFrame({"participant_id": [r.participant_id for r in excluded],
-                                           "reason": [r.excluded for r in excluded]})
-    if not results:
-        raise InputError("no participant has a structure result to analyse",
-                         fix="run the structure subject stage on participants with GM maps")
-    features = _feature_table(results)
-    participants = cohort.participants.reindex(features.index)
-    extra = pd.DataFrame({"gm_total": features[f"{NAME}.gm_total"]}, index=features.index)
-    tests = a_priori_tests()
-    covariates = {f: contrasts.module_covariates(NAME, f) for f, _ in tests}
-    findings = contrasts.findings_table(features, cohort.participants, tests, extra_covariates=covariates,
-                                        extra=extra, alpha=config.alpha)
-    for column, what in (("group", "patient-control"), ("pain_duration_months", "pain_duration"),
-                         ("treatment_response", "responder-nonresponder"), ("age", "age")):
-        if column not in cohort.participants:
-            notes.append(f"no {column} column: {what} findings not computed")
-    tables["features"] = features.reset_index()
-    if len(findings):
-        figures["regional_effects"] = regional_effects_png(findings, config.alpha)
+    return _group.run(DECLARATION, results, cohort, config, _group_specific)
 
+
+def _group_specific(data: _group.GroupData) -> _group.Specific:
+    """Regional-effects figure, exploratory atlas effects and the voxel-wise GLMs."""
+    out = _group.Specific()
+    features, config = data.features, data.config
+    if len(data.findings):
+        out.figures["regional_effects"] = regional_effects_png(data.findings, config.alpha)
     atlas_features = [c for c in features.columns if c.startswith(f"{NAME}.atlas_")]
     if atlas_features:
         atlas_tests = [(f, c) for f in atlas_features for c in ("patient-control", "pain_duration")]
-        tables["atlas_effects"] = contrasts.findings_table(
-            features, cohort.participants, atlas_tests,
-            extra_covariates={f: ("gm_total",) for f in atlas_features}, extra=extra, alpha=config.alpha)
-        notes.append("atlas_effects: exploratory (Holm within that table), not a-priori findings")
+        out.tables["atlas_effects"] = contrasts.findings_table(
+            features, data.participants, atlas_tests, alpha=config.alpha, extra=data.extra,
+            extra_covariates={f: ("gm_total",) for f in atlas_features})
+        out.notes.append("atlas_effects: exploratory (Holm within that table), not a-priori findings")
+    if data.options["voxelwise"]:
+        out.maps, out.clusters, out.tables["voxelwise"], more = voxelwise(
+            data.results, data.participants, data.extra, config, data.options)
+        out.notes += more
+        if _secondlevel.map_name("patient-control", "t") in out.maps:
+            out.figures["glass_brain_patient_control"] = glass_brain_png(
+                out.maps["patient_control_t"], out.maps["patient_control_logp_fwe_tfce"],
+                config.alpha, f"GM patient - control, t (TFCE FWE p < {config.alpha})")
+    return out
 
-    maps: dict[str, Any] = {}
-    clusters = None
-    if opts["voxelwise"] and len(results) >= 6:
-        maps, clusters, summary, more = voxelwise(results, participants, extra, config, opts)
-        tables["voxelwise"] = summary
-        notes += more
-        if "patient_control_t" in maps:
-            figures["glass_brain_patient_control"] = glass_brain_png(
-                maps["patient_control_t"], maps["patient_control_logp_fwe_tfce"], config.alpha,
-                f"GM patient - control, t (TFCE FWE p < {config.alpha})")
-    elif opts["voxelwise"]:
-        notes.append(f"voxel-wise analysis skipped: {len(results)} participants")
-    return GroupResult(NAME, findings, clusters, tables, maps, figures, tuple(notes))
+
+DECLARATION = Declaration(
+    name=NAME, title="Gray-matter structure", task=None, bold=False, subject=subject,
+    group=group, defaults=DEFAULTS, tests=a_priori_tests,
+    covariates={"*": ("gm_total",), f"{NAME}.gm_total": ()},
+    description="Regional gray-matter change (voxel-wise GLM with age, sex and total intracranial "
+    "volume, TFCE with family-wise error control) and regional gray matter in pain-system regions.")

@@ -4,8 +4,9 @@
 writes ``report.html`` beside it: figures are embedded as base64 PNG, the styles are inline, and
 there is no script and no link to anything outside the file, so it opens offline and can be sent
 by e-mail. Sections (their HTML ids are fixed): ``cohort``, ``quality``, one per plasticity
-category (``sensitization``, ``reorganization``, ``connectivity``, ``structure``,
-``modulation``), ``biomarker`` and ``methods``. A module or biomarker without outputs is listed
+module (``sensitization``, ``reorganization``, ``connectivity``, ``structure``,
+``modulation`` and any module registered with :func:`painplast.plasticity.register`, titled and
+introduced as the module declares), ``biomarker`` and ``methods``. A module or biomarker without outputs is listed
 as absent, never filled in.
 
 Every text that comes from data (participant IDs, table cells, notes, reasons) passes through
@@ -26,39 +27,34 @@ from urllib.parse import unquote, urlparse
 import numpy as np
 import pandas as pd
 
-from .. import __version__
-from ..config import MODULES
+from .. import __version__, plasticity
 from ..derivatives import Derivatives, atomic_write_text
 from ..errors import InputError
 from . import figures as figs
 
 __all__ = ["write_report", "render_report", "esc", "tag", "Markup"]
 
-SECTION_IDS = ("cohort", "quality", *MODULES, "biomarker", "methods")
+def section_ids() -> tuple[str, ...]:
+    """HTML ids of the sections, in order: one per registered plasticity module between
+    ``quality`` and ``biomarker``."""
+    return ("cohort", "quality", *plasticity.names(), "biomarker", "methods")
 
-CATEGORY = {
-    "sensitization": ("Sensitization",
-                      "Peripheral and central sensitization: amplified responses to graded noxious "
-                      "stimuli. Measured per participant as the pain-task response and the "
-                      "stimulus-response slope in each pain-processing region, and as the "
-                      "expression of pain signatures."),
-    "reorganization": ("Somatotopic reorganization",
-                       "Maladaptive reorganization of the S1/M1 maps: the affected body part's "
-                       "representation shifts and shrinks. Measured as the centroid shift (mm) "
-                       "against the mirrored unaffected side, and the extent asymmetry."),
-    "connectivity": ("Large-scale connectivity",
-                     "Altered coupling of networks (e.g. mPFC-nucleus accumbens, default mode-"
-                     "insula) in resting-state fMRI after fMRIPrep-confound denoising, with "
-                     "network-based statistics between groups."),
-    "structure": ("Gray-matter structure",
-                  "Regional gray-matter change (voxel-wise GLM with age, sex and total "
-                  "intracranial volume, TFCE with family-wise error control) and regional "
-                  "gray matter in pain-system regions."),
-    "modulation": ("Endogenous pain modulation",
-                   "Aberrant descending modulation: the response difference between unmodulated "
-                   "and modulated pain, and the psychophysiological interaction of PAG, rostral "
-                   "ACC and DLPFC."),
-}
+
+def __getattr__(name: str):
+    """``SECTION_IDS``: :func:`section_ids` (modules may be registered after import)."""
+    if name == "SECTION_IDS":
+        return section_ids()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _category_text(module: str) -> tuple[str, str]:
+    """Title and description a module declares (its name alone when it is not installed)."""
+    try:
+        declaration = plasticity.load(module)
+    except Exception:  # a module that fails to import is reported as not available
+        declaration = None
+    return (declaration.title, declaration.description) if declaration else (module, "")
+
 
 CITATIONS = (
     "Gorgolewski KJ et al. (2016). The brain imaging data structure. Sci Data 3:160044.",
@@ -228,9 +224,10 @@ class _Output:
         self.source = self._source()
         self.participants = self._participants()
         self.failures = self.deriv.failures()
-        self.notes = {m: _read_json(root / "group" / f"{m}_notes.json") for m in MODULES}
+        self.modules = plasticity.names()
+        self.notes = {m: _read_json(root / "group" / f"{m}_notes.json") for m in self.modules}
         self.features, self.info = {}, {}
-        for module in MODULES:
+        for module in self.modules:
             self.features[module], self.info[module] = self._subject_tables(module)
 
     def _source(self) -> Path | None:
@@ -288,7 +285,6 @@ def _module_status(module: str, out: _Output) -> str:
     """``present``, ``not run`` (installed, no outputs) or ``not available``."""
     if (out.root / "group" / f"{module}_findings.tsv").exists():
         return "present"
-    from .. import plasticity
     try:
         installed = plasticity.load(module) is not None
     except Exception:  # a module that fails to import is not available either
@@ -353,7 +349,7 @@ def _cohort(out: _Output) -> Markup:
 
 def _exclusions(out: _Output) -> pd.DataFrame:
     rows = []
-    for module in MODULES:
+    for module in out.modules:
         info = out.info.get(module)
         if info is not None and "excluded" in getattr(info, "columns", []):
             for pid, reason in info["excluded"].dropna().items():
@@ -371,7 +367,7 @@ def _exclusions(out: _Output) -> pd.DataFrame:
 def _motion(out: _Output) -> pd.DataFrame:
     """Per participant, every motion measure found in the features or the sidecars' info."""
     cols = {}
-    for module in MODULES:
+    for module in out.modules:
         for frame in (out.features.get(module), out.info.get(module)):
             if frame is None or frame.empty:
                 continue
@@ -390,7 +386,7 @@ def _quality(out: _Output) -> Markup:
     body = []
     counts = []
     excl = _exclusions(out)
-    for module in MODULES:
+    for module in out.modules:
         n_results = len(out.features.get(module, []))
         n_failed = int((out.failures["module"] == module).sum()) if len(out.failures) else 0
         if n_results == 0 and n_failed == 0:
@@ -445,7 +441,7 @@ def _findings_view(findings: pd.DataFrame, alpha: float) -> pd.DataFrame:
 
 
 def _category(module: str, out: _Output, alpha: float) -> Markup:
-    title, intro = CATEGORY[module]
+    title, intro = _category_text(module)
     status = _module_status(module, out)
     if status != "present":
         return _section(module, title, tag("p", intro), _absent(title, status))
@@ -510,7 +506,7 @@ def _axes_tables(out: _Output) -> pd.DataFrame:
 
 def _radars(out: _Output) -> list[Markup]:
     axes = _axes_tables(out)
-    axes = axes[[c for c in axes.columns if c in MODULES]] if not axes.empty else axes
+    axes = axes[[c for c in axes.columns if c in out.modules]] if not axes.empty else axes
     if axes.empty:
         return [tag("p", "Plasticity profiles: not available (no sub-*_desc-plasticity_axes.tsv in "
                          "this folder).", class_="absent")]
@@ -632,7 +628,7 @@ def _versions() -> dict[str, str]:
 
 def _methods(out: _Output) -> Markup:
     cfg = out.config
-    ran = [m for m in MODULES if (out.root / "group" / f"{m}_findings.tsv").exists()]
+    ran = [m for m in out.modules if (out.root / "group" / f"{m}_findings.tsv").exists()]
     v = _versions()
     text = (
         f"Analyses were run with painplast {v['painplast']} (Python {v['python']}; "
@@ -660,7 +656,7 @@ def _methods(out: _Output) -> Markup:
 
 def _glance(out: _Output, alpha: float) -> Markup:
     items = [f"{len(out.participants)} participants"]
-    for module in MODULES:
+    for module in out.modules:
         f = out.findings(module)
         if f is None:
             items.append(f"{module}: not run")
@@ -713,10 +709,11 @@ def render_report(output_dir: str | Path) -> str:
                          fix="give the OUTPUT_DIR of 'painplast run'")
     out = _Output(root)
     alpha = float(out.config.get("alpha", 0.05) or 0.05)
-    titles = {"cohort": "Cohort", "quality": "Data quality", **{m: CATEGORY[m][0] for m in MODULES},
+    titles = {"cohort": "Cohort", "quality": "Data quality",
+              **{m: _category_text(m)[0] for m in out.modules},
               "biomarker": "Biomarker", "methods": "Methods"}
-    nav = tag("nav", *[tag("a", titles[s], href=f"#{s}") for s in SECTION_IDS])
-    sections = [_cohort(out), _quality(out), *[_category(m, out, alpha) for m in MODULES],
+    nav = tag("nav", *[tag("a", titles[s], href=f"#{s}") for s in section_ids()])
+    sections = [_cohort(out), _quality(out), *[_category(m, out, alpha) for m in out.modules],
                 _biomarker(out), _methods(out)]
     header = tag("header", tag("h1", "painplast report: pain-induced neuroplasticity"),
                  tag("p", f"Output folder {root.resolve()}; source dataset "

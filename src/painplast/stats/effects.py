@@ -48,7 +48,29 @@ class Effect:
     kind: str
 
 
-def _design(x: np.ndarray, covariates: np.ndarray | None) -> np.ndarray:
+def design_matrix(x: np.ndarray, covariates: np.ndarray | None = None) -> np.ndarray:
+    """Design ``[1, x, covariates]`` of a test of ``x``, without covariates that add no rank.
+
+    Constant covariate columns (a single site) and columns that are linear combinations of
+    earlier ones are dropped (a pivoted QR after removing the intercept and ``x``), so the
+    intercept and ``x`` are always the first two columns.
+
+    Parameters
+    ----------
+    x : ndarray, shape (n,)
+    covariates : ndarray, shape (n, k), optional
+
+    Returns
+    -------
+    ndarray, shape (n, 2 + k_kept)
+
+    Examples
+    --------
+    >>> x = np.array([0.0, 1, 0, 1, 0, 1])
+    >>> age = np.array([30.0, 40, 50, 35, 45, 55])
+    >>> design_matrix(x, np.column_stack([age, 2 * age, np.ones(6)])).shape   # 2*age, constant dropped
+    (6, 3)
+    """
     n = x.shape[0]
     cols = [np.ones(n), x]
     if covariates is not None and np.size(covariates):
@@ -89,7 +111,7 @@ def ols_t(y: np.ndarray, x: np.ndarray, covariates: np.ndarray | None = None):
     y = np.asarray(y, float)
     squeeze = y.ndim == 1
     Y = y.reshape(len(y), -1)
-    X = _design(np.asarray(x, float), covariates)
+    X = design_matrix(np.asarray(x, float), covariates)
     n, p = X.shape
     df = n - p
     if df < 1:

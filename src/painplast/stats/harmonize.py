@@ -56,7 +56,8 @@ import numpy as np
 
 from painplast.errors import InputError
 
-__all__ = ["ComBatModel", "fit_combat", "apply_combat"]
+__all__ = ["ComBatModel", "fit_combat", "apply_combat", "empirical_bayes_priors",
+           "empirical_bayes_posterior"]
 
 _CONVERGENCE = 1e-4  # sva / neuroCombat's stopping threshold for the EB iteration
 _MAX_ITERATIONS = 10_000  # the reference has no bound; this one is never reached in practice
@@ -184,7 +185,7 @@ def _standardize(Y, site_index, covariates, grand_mean, pooled_variance, covaria
     return (Y - mean) / np.sqrt(pooled_variance)
 
 
-def _priors(gamma_hat: np.ndarray, delta_hat: np.ndarray):
+def empirical_bayes_priors(gamma_hat: np.ndarray, delta_hat: np.ndarray):
     """Hyper-parameters of the normal (gamma) and inverse-gamma (delta) priors, per site.
 
     Parameters
@@ -204,7 +205,7 @@ def _priors(gamma_hat: np.ndarray, delta_hat: np.ndarray):
     return gamma_bar, t2, a_prior, b_prior
 
 
-def _posterior(s_site, gamma_hat, delta_hat, gamma_bar, t2, a, b):
+def empirical_bayes_posterior(s_site, gamma_hat, delta_hat, gamma_bar, t2, a, b):
     """Parametric EB posterior of one site's effects by fixed-point iteration.
 
     Parameters
@@ -320,7 +321,7 @@ def fit_combat(Y, batch, covariates=None, eb: bool = True) -> ComBatModel:
     eb = bool(eb) and int((~flat).sum()) > 1
     if eb:
         with np.errstate(divide="ignore", invalid="ignore"):
-            gamma_bar, t2, a_prior, b_prior = _priors(gamma_hat[:, ~flat], delta_hat[:, ~flat])
+            gamma_bar, t2, a_prior, b_prior = empirical_bayes_priors(gamma_hat[:, ~flat], delta_hat[:, ~flat])
         gamma_star = np.empty_like(gamma_hat)
         delta_star = np.empty_like(delta_hat)
         for i in range(n_sites):
@@ -328,7 +329,7 @@ def fit_combat(Y, batch, covariates=None, eb: bool = True) -> ComBatModel:
                 gamma_star[i] = (t2[i] * gamma_hat[i] + gamma_bar[i]) / (t2[i] + 1.0)  # flat: reset below
                 delta_star[i] = 1.0
                 continue
-            gamma_star[i, ~flat], delta_star[i, ~flat] = _posterior(
+            gamma_star[i, ~flat], delta_star[i, ~flat] = empirical_bayes_posterior(
                 s_data[site_index == i][:, ~flat], gamma_hat[i, ~flat], delta_hat[i, ~flat],
                 gamma_bar[i], t2[i], a_prior[i], b_prior[i])
         gamma_star[:, flat] = 0.0

@@ -15,9 +15,10 @@ the same input:
 - ``tail='right'`` tests ``x > y``, ``'left'`` tests ``x < y`` and ``'both'`` uses ``|t|``; an edge
   is supra-threshold when the oriented statistic is strictly greater than ``threshold``;
 - a component's size is its number of supra-threshold edges; components have at least one edge;
-- an integer ``random_state`` seeds a :class:`numpy.random.RandomState` and draws one
-  ``permutation(n_subjects)`` per permutation, exactly as ``nbs_bct(..., seed=random_state)``
-  does, so the null distributions are identical permutation by permutation.
+- given the same permutations (``permutations=``, e.g. those ``bct.nbs_bct(..., seed=s)`` draws
+  from ``RandomState(s)``), the null distributions are identical permutation by permutation.
+  Otherwise the permutations come from painplast's one drawer,
+  :func:`painplast.stats.permutation.draw_permutations` (a ``numpy.random.Generator``).
 
 The FWE p-value differs on purpose: bctpy reports ``#{null >= size} / k``, which can be 0; here it
 is ``(1 + #{null >= size}) / (1 + k)``, the valid permutation p-value (the observed labelling is
@@ -45,6 +46,7 @@ from scipy import sparse
 from scipy.sparse import csgraph
 
 from painplast.errors import InputError
+from painplast.stats.permutation import draw_permutations
 
 __all__ = ["NBSComponent", "NBSResult", "nbs", "edge_t_statistic"]
 
@@ -151,8 +153,8 @@ class NBSResult:
 def nbs(x: ArrayLike, y: ArrayLike | None = None, *, design: ArrayLike | None = None,
         contrast: ArrayLike | None = None, threshold: float = 3.0, tail: str = "both",
         n_permutations: int = 1000, size: str = "extent", blocks: ArrayLike | None = None,
-        random_state: int | np.random.RandomState | np.random.Generator | None = 0,
-        chunk_size: int | None = None) -> NBSResult:
+        random_state: int | np.random.Generator | None = 0,
+        permutations: ArrayLike | None = None, chunk_size: int | None = None) -> NBSResult:
     """Network-based statistic for two groups or a t contrast of a general linear model.
 
     Parameters
@@ -179,9 +181,12 @@ def nbs(x: ArrayLike, y: ArrayLike | None = None, *, design: ArrayLike | None = 
         (the NBS toolbox's intensity).
     blocks : array_like, shape (n_subjects,), optional
         Exchangeability blocks (e.g. site labels): subjects are permuted within blocks only.
-    random_state : int, numpy.random.RandomState, numpy.random.Generator or None
-        Source of the permutations. An int seeds a RandomState, which reproduces
-        ``bct.nbs_bct(..., seed=random_state)``'s permutations exactly. None is not reproducible.
+    random_state : int, numpy.random.Generator or None
+        Seed of the permutations (:func:`painplast.stats.permutation.draw_permutations`). None is
+        not reproducible.
+    permutations : array_like of int, shape (n_permutations, n_subjects), optional
+        The permutations to use instead of drawing them: row ``j`` orders the subjects of
+        permutation ``j`` (e.g. the same permutations for several contrasts, or another tool's).
     chunk_size : int, optional
         Permutations per vectorized chunk; by default about 8 MB per work array.
 
@@ -250,8 +255,17 @@ def nbs(x: ArrayLike, y: ArrayLike | None = None, *, design: ArrayLike | None = 
     weights = stat_obs - threshold if size == "intensity" else None
     labels_obs, sizes_obs = _components(supra, weights, order, n_nodes)
 
-    rng = _as_rng(random_state)
-    blocks = _check_blocks(blocks, model.n_subjects)
+    if permutations is None:
+        if blocks is not None and np.asarray(blocks).size != model.n_subjects:
+            raise InputError(f"blocks must have one label per subject ({model.n_subjects}), "
+                             f"got {np.asarray(blocks).size}")
+        permutations, _ = draw_permutations(model.n_subjects, n_permutations, blocks=blocks,
+                                            random_state=random_state)
+    permutations = np.asarray(permutations, dtype=np.intp)
+    if permutations.shape != (n_permutations, model.n_subjects):
+        raise InputError(f"permutations have shape {permutations.shape}, expected "
+                         f"({n_permutations}, {model.n_subjects})",
+                         fix="give one row of subject indices per permutation")
     if chunk_size is None:
         chunk_size = max(1, _CHUNK_ELEMENTS // data.shape[1])
     chunk_size = int(chunk_size)
@@ -260,8 +274,7 @@ def nbs(x: ArrayLike, y: ArrayLike | None = None, *, design: ArrayLike | None = 
     null = np.empty(n_permutations)
     for start in range(0, n_permutations, chunk_size):
         stop = min(start + chunk_size, n_permutations)
-        perms = _draw_permutations(rng, stop - start, model.n_subjects, blocks)
-        stat = _oriented(model.permuted_t(perms), tail)
+        stat = _oriented(model.permuted_t(permutations[start:stop]), tail)
         mask = stat > threshold
         w = None
         if size == "intensity":
@@ -443,39 +456,6 @@ def _oriented(t: np.ndarray, tail: str) -> np.ndarray:
     if tail == "left":
         return -t
     return t
-
-
-def _as_rng(random_state):
-    if isinstance(random_state, (np.random.RandomState, np.random.Generator)):
-        return random_state
-    if random_state is None:
-        return np.random.RandomState()
-    if isinstance(random_state, (int, np.integer)):
-        return np.random.RandomState(int(random_state))
-    raise InputError(f"random_state must be an int, RandomState, Generator or None, "
-                     f"got {type(random_state).__name__}")
-
-
-def _check_blocks(blocks, n_subjects: int):
-    if blocks is None:
-        return None
-    blocks = np.asarray(blocks).ravel()
-    if blocks.shape != (n_subjects,):
-        raise InputError(f"blocks must have one label per subject ({n_subjects}), "
-                         f"got {blocks.size}")
-    return [np.flatnonzero(blocks == b) for b in np.unique(blocks)]
-
-
-def _draw_permutations(rng, n_perm: int, n_subjects: int, blocks) -> np.ndarray:
-    """``(n_perm, n_subjects)`` permutations; one ``rng.permutation`` call each, like bctpy."""
-    perms = np.empty((n_perm, n_subjects), dtype=np.intp)
-    for b in range(n_perm):
-        if blocks is None:
-            perms[b] = rng.permutation(n_subjects)
-        else:
-            for index in blocks:
-                perms[b, index] = index[rng.permutation(index.size)]
-    return perms
 
 
 def _components(supra: np.ndarray, weights, order, n_nodes: int):

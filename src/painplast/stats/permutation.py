@@ -63,6 +63,7 @@ __all__ = [
     "permutation_test",
     "permutation_chunk",
     "draw_permutations",
+    "check_random_state",
     "tfce",
 ]
 
@@ -538,11 +539,49 @@ def _validate_blocks(blocks, n: int) -> np.ndarray | None:
     return np.unique(blocks, return_inverse=True)[1].reshape(n)
 
 
+def check_random_state(random_state) -> np.random.Generator:
+    """The one seeding rule of painplast's permutations: a :class:`numpy.random.Generator`.
+
+    Parameters
+    ----------
+    random_state : None, int, sequence of int, SeedSequence or Generator
+        A seed (``[seed, k]`` gives the k-th independent stream of a seed) or a generator,
+        used as it is.
+
+    Returns
+    -------
+    numpy.random.Generator
+
+    Raises
+    ------
+    InputError
+        Anything else, e.g. the legacy ``numpy.random.RandomState``.
+
+    Examples
+    --------
+    >>> rng = check_random_state(0)
+    >>> check_random_state(rng) is rng, type(rng).__name__
+    (True, 'Generator')
+    """
+    if isinstance(random_state, np.random.RandomState):
+        raise InputError("random_state is a legacy numpy RandomState",
+                         fix="give an int seed or a numpy.random.Generator")
+    try:
+        return np.random.default_rng(random_state)
+    except (TypeError, ValueError) as error:
+        raise InputError(f"random_state {random_state!r} is not a seed ({error})",
+                         fix="give an int seed or a numpy.random.Generator") from None
+
+
 def draw_permutations(n: int, n_permutations: int, *, sign_flip: bool = False,
                       blocks: Sequence | np.ndarray | None = None,
                       random_state: int | np.random.Generator | None = 0,
                       ) -> tuple[np.ndarray | None, np.ndarray | None]:
-    """Draw random row permutations (within blocks) or sign flips.
+    """Draw random row permutations (within blocks) or sign flips: the one drawer of painplast.
+
+    Voxel-wise inference (:func:`permutation_test`), the network-based statistic
+    (:func:`painplast.stats.nbs.nbs`) and the biomarker's label permutations all draw here, from
+    :func:`check_random_state`'s generator.
 
     Parameters
     ----------
@@ -555,7 +594,8 @@ def draw_permutations(n: int, n_permutations: int, *, sign_flip: bool = False,
     blocks : array-like, shape (n,), optional
         Exchangeability-block label per participant; rows are only permuted within a block.
         Sign flips are independent per participant, so they never cross blocks either.
-    random_state : int, Generator or None
+    random_state : int, sequence of int, Generator or None
+        See :func:`check_random_state`.
 
     Returns
     -------
@@ -570,7 +610,7 @@ def draw_permutations(n: int, n_permutations: int, *, sign_flip: bool = False,
     >>> signs is None, sorted(rows[0, :2].tolist()), sorted(rows[0, 2:].tolist())
     (True, [0, 1], [2, 3])
     """
-    rng = np.random.default_rng(random_state)
+    rng = check_random_state(random_state)
     codes = _validate_blocks(blocks, n)
     if sign_flip:
         return None, rng.integers(0, 2, size=(n_permutations, n)).astype(np.float64) * 2 - 1
