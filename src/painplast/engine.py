@@ -265,7 +265,7 @@ def _stages(modules: Iterable[str]) -> dict[str, tuple[Callable, str | None]]:
         if mod is None:
             log.warning("module %s is not available in this version; not run", name)
         else:
-            out[name] = (mod.subject, mod.task)
+            out[name] = (mod.subject, getattr(mod, "task", None))
     return out
 
 
