@@ -272,4 +272,46 @@ def test_two_sessions_two_runs_end_to_end(two_sessions, tmp_path, capsys):
     notes = json.loads((out / "group" / "connectivity_notes.json").read_text())
     assert set(notes["sessions"].values()) == {"pre"} and notes["left_out"] == []
     assert any("session(s) pre" in n for n in notes["notes"])
-    assert (out / "report.html").exists()
+    report = (out / "report.html").read_text()
+    assert "Sessions and runs used by each analysis" in report
+    assert "ses-post_task-rest_run-1, ses-post_task-rest_run-2" in report   # every session's runs
+    summary = _html_table(report, "Sessions and runs used by each analysis")
+    row = next(r for r in summary if r["module"] == "connectivity")
+    assert row["participant-sessions"] == "8" and row["sessions"] == "post, pre"
+    assert row["runs per participant-session"] == "2" and row["session of the group statistics"] == "pre"
+
+
+def _html_table(page: str, caption: str) -> list[dict]:
+    """The rows of the report table with this caption, as {header: cell text}."""
+    from html.parser import HTMLParser
+
+    class Tables(HTMLParser):
+        def __init__(self):
+            super().__init__()
+            self.tables, self.cell, self.where = [], None, None
+
+        def handle_starttag(self, tag, attrs):
+            if tag == "table":
+                self.tables.append({"caption": "", "rows": []})
+            elif tag == "tr" and self.tables:
+                self.tables[-1]["rows"].append([])
+            elif tag in ("td", "th", "caption"):
+                self.cell, self.where = "", tag
+
+        def handle_endtag(self, tag):
+            if tag in ("td", "th") and self.cell is not None:
+                self.tables[-1]["rows"][-1].append(self.cell.strip())
+                self.cell = None
+            elif tag == "caption" and self.cell is not None:
+                self.tables[-1]["caption"] = self.cell.strip()
+                self.cell = None
+
+        def handle_data(self, data):
+            if self.cell is not None:
+                self.cell += data
+
+    parser = Tables()
+    parser.feed(page)
+    found = next(t for t in parser.tables if t["caption"].startswith(caption))
+    header, *rows = [r for r in found["rows"] if r]
+    return [dict(zip(header, r)) for r in rows]

@@ -226,7 +226,7 @@ class _Output:
         self.failures = self.deriv.failures()
         self.modules = plasticity.names()
         self.notes = {m: _read_json(root / "group" / f"{m}_notes.json") for m in self.modules}
-        self.features, self.info = {}, {}
+        self.features, self.info, self.runs = {}, {}, {}
         for module in self.modules:
             self.features[module], self.info[module] = self._subject_tables(module)
 
@@ -250,18 +250,34 @@ class _Output:
         ids = sorted(p.name for p in self.root.glob("sub-*") if p.is_dir())
         return pd.DataFrame(index=pd.Index(ids, name="participant_id"))
 
+    def _sidecars(self, module: str) -> list[Path]:
+        return (sorted(self.root.glob(f"sub-*/sub-*_desc-{module}_features.json"))
+                + sorted(self.root.glob(f"sub-*/ses-*/sub-*_desc-{module}_features.json")))
+
     def _subject_tables(self, module: str) -> tuple[pd.DataFrame, pd.DataFrame]:
-        rows, info = [], []
-        for side in sorted(self.root.glob(f"sub-*/sub-*_desc-{module}_features.json")):
+        """Features and sidecar info per participant (of the session the group statistics used,
+        else the earliest written), and every participant-session's runs (``self.runs``)."""
+        rows, info, runs = {}, {}, []
+        used = (self.notes.get(module) or {}).get("sessions") or {}
+        for side in self._sidecars(module):
             meta = _read_json(side)
             tsv = _read_tsv(side.with_suffix(".tsv"))
             if meta is None or tsv is None or tsv.empty:
                 continue
-            rows.append(tsv.iloc[0])
-            info.append({"participant_id": meta.get("participant_id"), **{
-                k: v for k, v in (meta.get("info") or {}).items() if isinstance(v, (str, int, float, bool))}})
-        feats = pd.DataFrame(rows).set_index("participant_id") if rows else pd.DataFrame()
-        inf = pd.DataFrame(info).set_index("participant_id") if info else pd.DataFrame()
+            pid, ses = meta.get("participant_id"), meta.get("session")
+            runs.append({"participant_id": pid, "session": ses or "",
+                         "runs used": ", ".join(meta.get("runs") or []) or "(no functional run)",
+                         "in group statistics": "yes" if pid in used and used[pid] == ses else
+                         ("no" if pid in used or used else "")})
+            if pid in rows and not (pid in used and used[pid] == ses):
+                continue
+            rows[pid] = tsv.iloc[0].drop(labels=[c for c in ("session_id",) if c in tsv.columns])
+            info[pid] = {"participant_id": pid, **{
+                k: v for k, v in (meta.get("info") or {}).items() if isinstance(v, (str, int, float, bool))}}
+        self.runs[module] = pd.DataFrame(runs, columns=["participant_id", "session", "runs used",
+                                                        "in group statistics"])
+        feats = pd.DataFrame(list(rows.values())).set_index("participant_id") if rows else pd.DataFrame()
+        inf = pd.DataFrame(list(info.values())).set_index("participant_id") if info else pd.DataFrame()
         return feats, inf
 
     def findings(self, module: str) -> pd.DataFrame | None:
@@ -275,7 +291,8 @@ class _Output:
         for notes in self.notes.values():
             if notes and isinstance(notes.get("parameters"), dict) and "config" in notes["parameters"]:
                 return notes["parameters"]["config"]
-        for side in sorted(self.root.glob("sub-*/sub-*_features.json"))[:1]:
+        for side in (sorted(self.root.glob("sub-*/sub-*_features.json"))
+                     + sorted(self.root.glob("sub-*/ses-*/sub-*_features.json")))[:1]:
             meta = _read_json(side) or {}
             return (meta.get("parameters") or {}).get("config", {})
         return {}
@@ -382,6 +399,37 @@ def _motion(out: _Output) -> pd.DataFrame:
     return motion
 
 
+def _runs_and_sessions(out: _Output) -> list[Markup]:
+    """Which sessions and runs went into each analysis, and who was left out of it, and why."""
+    body, summary, left = [], [], []
+    for module in out.modules:
+        runs = out.runs.get(module)
+        if runs is None or runs.empty:
+            continue
+        per_unit = runs["runs used"].map(lambda text: 0 if text.startswith("(") else len(text.split(", ")))
+        notes = out.notes.get(module) or {}
+        used = notes.get("sessions") or {}
+        summary.append({
+            "module": module, "participant-sessions": len(runs),
+            "sessions": ", ".join(sorted({s for s in runs["session"] if s})) or "(none)",
+            "runs per participant-session": (f"{per_unit.min()}" if per_unit.min() == per_unit.max()
+                                             else f"{per_unit.min()}-{per_unit.max()}"),
+            "session of the group statistics": ", ".join(sorted({str(s) for s in used.values() if s}))
+            or ("(no sessions)" if used else "(group level not run)")})
+        for row in notes.get("left_out") or []:
+            left.append({"module": module, **row})
+    if summary:
+        body.append(table(pd.DataFrame(summary), caption="Sessions and runs used by each analysis"))
+        detail = pd.concat([out.runs[m].assign(module=m) for m in out.modules
+                            if m in out.runs and not out.runs[m].empty], ignore_index=True)
+        detail = detail[["module", "participant_id", "session", "runs used", "in group statistics"]]
+        body.append(table(detail, max_rows=60, caption="Runs used per participant and session"))
+    if left:
+        body.append(table(pd.DataFrame(left, columns=["module", "participant_id", "session", "reason"]),
+                          caption="Left out of each module's group statistics, and why"))
+    return body
+
+
 def _quality(out: _Output) -> Markup:
     body = []
     counts = []
@@ -419,6 +467,7 @@ def _quality(out: _Output) -> Markup:
                               "Mean framewise displacement per participant by group."))
     else:
         body.append(tag("p", "No motion measures were recorded (the connectivity module reports them)."))
+    body += _runs_and_sessions(out)
     if len(excl):
         body.append(table(excl, caption="Participants excluded from group statistics (quality)"))
     else:
