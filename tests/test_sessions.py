@@ -315,3 +315,16 @@ def _html_table(page: str, caption: str) -> list[dict]:
     found = next(t for t in parser.tables if t["caption"].startswith(caption))
     header, *rows = [r for r in found["rows"] if r]
     return [dict(zip(header, r)) for r in rows]
+
+
+def test_group_level_options_never_invalidate_participant_outputs():
+    base = Config(modules=("connectivity", "structure"))
+    group_only = Config(modules=("connectivity", "structure"), n_permutations=50, alpha=0.01, random_state=3,
+                        options={"connectivity": {"nbs_threshold": 2.5, "nbs_contrasts": ["age"]},
+                                 "structure": {"tfce_connectivity": 6, "voxelwise_contrasts": ["age"]}})
+    for module in ("connectivity", "structure"):
+        assert base.parameter_hash(module) == group_only.parameter_hash(module)
+        assert base.parameter_hash() != group_only.parameter_hash()
+    participant = Config(modules=("connectivity",), options={"connectivity": {"fd_threshold": 0.2}})
+    assert participant.parameter_hash("connectivity") != base.parameter_hash("connectivity")
+    assert Config(repetition_time=2.5).parameter_hash("connectivity") != base.parameter_hash("connectivity")

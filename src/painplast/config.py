@@ -175,12 +175,16 @@ class Config:
         """A short hash of the parameters (all, or those one module's participant stage sees).
 
         With ``module``, the fields only group stages read (:data:`GROUP_FIELDS`: permutations,
-        significance level, seed) are left out, so that a group-level option never invalidates
-        participant outputs (BIDS-Apps users give ``--n-permutations`` at the group step).
+        significance level, seed) and the module's declared ``group_options`` are left out, so
+        that a group-level option never invalidates participant outputs (BIDS-Apps users give
+        ``--n-permutations`` at the group step).
         """
         data = self.to_dict()
         if module is not None:
-            data["options"] = data["options"].get(module, {})
+            from . import plasticity
+
+            group_only = set(plasticity.get(module).group_options) if module in plasticity.names() else set()
+            data["options"] = {k: v for k, v in data["options"].get(module, {}).items() if k not in group_only}
             data["modules"] = [module]
             for name in GROUP_FIELDS:
                 data.pop(name, None)

@@ -76,6 +76,9 @@ class Declaration:
         testing a feature (``"*"``: every feature without an entry of its own). A covariate that
         participants.tsv lacks is read from the module's own feature of that name
         (``connectivity.mean_fd``).
+    group_options : tuple of str
+        Options only the group stage reads (``nbs_threshold``): changing them never invalidates
+        the participant outputs (they are left out of the participant parameter hash).
 
     Examples
     --------
@@ -97,6 +100,7 @@ class Declaration:
     defaults: Mapping[str, Any] = field(default_factory=dict)
     tests: Callable[..., Iterable[tuple[str, str]]] = _no_tests
     covariates: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    group_options: tuple[str, ...] = ()
 
     def __post_init__(self):
         if not _NAME.match(str(self.name)):
@@ -108,6 +112,10 @@ class Declaration:
         object.__setattr__(self, "covariates",
                            {str(k): tuple(v) for k, v in dict(self.covariates).items()})
         object.__setattr__(self, "defaults", dict(self.defaults))
+        object.__setattr__(self, "group_options", tuple(self.group_options))
+        unknown = [o for o in self.group_options if o not in self.defaults]
+        if unknown:
+            raise ValueError(f"module {self.name}: group_options {unknown} are not among its defaults")
 
     def a_priori(self, config: "Config | None" = None) -> list[tuple[str, str]]:
         """The a-priori (feature, contrast) tests for ``config``.

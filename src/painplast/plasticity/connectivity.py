@@ -1346,6 +1346,7 @@ def _nbs_figure(contrast, result, names) -> bytes:
 DECLARATION = Declaration(
     name=NAME, title="Large-scale connectivity", task=TASK, bold=True, subject=subject,
     group=group, defaults=DEFAULTS, tests=a_priori_tests, covariates={"*": ("mean_fd",)},
+    group_options=("nbs_threshold", "nbs_tail", "nbs_contrasts"),
     description="Altered coupling of networks (e.g. mPFC-nucleus accumbens, default mode-insula) "
     "in resting-state fMRI after fMRIPrep-confound denoising, with network-based statistics "
     "between groups.")

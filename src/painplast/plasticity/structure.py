@@ -641,5 +641,7 @@ DECLARATION = Declaration(
     name=NAME, title="Gray-matter structure", task=None, bold=False, subject=subject,
     group=group, defaults=DEFAULTS, tests=a_priori_tests,
     covariates={"*": ("gm_total",), f"{NAME}.gm_total": ()},
+    group_options=("mask", "mask_threshold", "voxelwise", "voxelwise_contrasts", "site_blocks",
+                   "tfce_connectivity", "min_peak_distance", "max_subpeaks"),
     description="Regional gray-matter change (voxel-wise GLM with age, sex and total intracranial "
     "volume, TFCE with family-wise error control) and regional gray matter in pain-system regions.")
