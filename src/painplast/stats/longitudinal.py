@@ -1,0 +1,664 @@
+"""Longitudinal contrasts: change within people, its difference between groups, its correlates.
+
+The estimands are those the longitudinal simulator records as ground truth
+(``painplast.simulate.estimands``), computed on change scores ``follow-up - baseline``:
+
+===========================  =========  =========================  ====================  =======
+contrast                     estimate   regressor                  who                   on
+===========================  =========  =========================  ====================  =======
+``time``                     d_z        (mean change)              chronic patients      change
+``group:time``               Cohen's d  chronic patient=1,         chronic patients and  change
+                                        control=0                  controls
+``change~pain_relief``       partial r  ``pain_relief``            chronic patients      change
+``persisting-recovering``    Cohen's d  ``outcome`` persisting=1,  subacute patients     baseline
+                                        recovering=0
+===========================  =========  =========================  ====================  =======
+
+The last three adjust for age, sex and site; ``time`` has no covariates. "Chronic" and
+"subacute" are the participants table's ``stage`` column; "patients" and "controls" its
+``group`` column. Every cross-sectional contrast of :mod:`painplast.contrasts`
+(``patient-control``, ...) can be listed too; it is tested on the baseline session with the
+module's own covariates (``extra_covariates``). The change contrasts take no module covariates:
+a change score has no single head-motion or total gray matter value.
+
+* ``time``: ``d_z = mean(change) / sd(change)``, the paired t test (``t = d_z sqrt(n)`` on
+  ``n - 1`` df) and the exact interval of d_z from the noncentral t distribution (Steiger &
+  Fouladi 1997; Cumming & Finch 2001): the noncentrality parameters ``lambda`` under which the
+  observed t is the upper and lower ``alpha / 2`` quantile, divided by ``sqrt(n)``.
+* ``group:time``: :func:`painplast.stats.effects.group_effect` on the change scores: the
+  adjusted difference in change over the residual SD of the change-score model (its interval is
+  effects' Hedges & Olkin normal approximation with the t quantile).
+* ``change~pain_relief``: :func:`painplast.stats.effects.continuous_effect` (partial r, Fisher z
+  interval).
+
+Why change scores rather than ANCOVA with baseline as a covariate: the groups differ at baseline
+by design (patients lost gray matter before treatment). With measurement error in the baseline,
+ANCOVA regresses the follow-up towards the group means and finds a group x time effect where none
+exists (Lord's paradox; Van Breukelen 2006, J Clin Epidemiol 59:920). With two sessions and
+complete data the change-score estimate is the group x time interaction of the linear mixed
+model with a random intercept (and of least squares with one fixed intercept per subject), with
+the same t statistic; the tests show that equality against statsmodels.
+
+Voxel-wise, :func:`change_map_test` (one-sample, sign flips) and :func:`group_time_map_test`
+(change maps on group and covariates, Freedman-Lane) call
+:func:`painplast.stats.permutation.permutation_test` with TFCE.
+
+References
+----------
+Steiger JH, Fouladi RT (1997). Noncentrality interval estimation and the evaluation of
+statistical models. In: What if there were no significance tests? Erlbaum, 221-257.
+Cumming G, Finch S (2001). A primer on the understanding, use, and calculation of confidence
+intervals that are based on central and noncentral distributions. Educ Psychol Meas 61:532-574.
+Van Breukelen GJP (2006). ANCOVA versus change from baseline had more power in randomized
+studies and more bias in nonrandomized studies. J Clin Epidemiol 59:920-925.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from scipy import special as _special
+from scipy import stats as _st
+
+from painplast import contrasts as _contrasts
+from painplast.errors import InputError
+from painplast.results import FINDINGS_COLUMNS
+from painplast.stats.effects import Effect, continuous_effect, group_effect, holm
+from painplast.stats.permutation import PermutationResult, permutation_test
+
+try:  # public once the contract branch lands (issue 17)
+    from painplast.stats.effects import design_matrix as _design_matrix
+except ImportError:  # pragma: no cover - before it
+    from painplast.stats.effects import _design as _design_matrix
+
+__all__ = ["LongitudinalContrast", "LONGITUDINAL_CONTRASTS", "LongitudinalFindings",
+           "EXCLUDED_COLUMNS", "SKIPPED_COLUMNS", "paired_effect", "change_scores",
+           "longitudinal_effect", "longitudinal_findings", "change_map_test",
+           "group_time_map_test"]
+
+BASIC = ("age", "sex", "site")
+#: Columns of :attr:`LongitudinalFindings.excluded`.
+EXCLUDED_COLUMNS = ("participant_id", "feature", "contrast", "reason")
+#: Columns of :attr:`LongitudinalFindings.skipped`.
+SKIPPED_COLUMNS = ("feature", "contrast", "reason")
+
+
+@dataclass(frozen=True)
+class LongitudinalContrast:
+    """Who enters a longitudinal contrast, what is tested and on which values.
+
+    Attributes
+    ----------
+    name : str
+        The ``contrast`` column of the findings table.
+    kind : {"paired", "group", "continuous"}
+        d_z of the change, Cohen's d of a 1/0 regressor, or a partial r.
+    column : str
+        Participants column of the regressor (``""`` for ``paired``). ``"stage"`` codes
+        chronic patients 1 and controls 0; ``"outcome"`` persisting 1 and recovering 0; any
+        other column is read as numbers.
+    who : {"all", "patients", "controls", "chronic", "subacute", "chronic+controls"}
+        The participants who enter (``group`` and ``stage`` columns).
+    covariates : tuple of str
+        Participants columns adjusted for (coded as :func:`painplast.contrasts.covariate_matrix`
+        codes them).
+    uses_change : bool
+        Tested on change scores (follow-up minus baseline); otherwise on the baseline values.
+    """
+
+    name: str
+    kind: str
+    column: str
+    who: str
+    covariates: tuple[str, ...] = ()
+    uses_change: bool = True
+
+
+#: The longitudinal contrasts (the simulator's ground truth uses the same definitions).
+LONGITUDINAL_CONTRASTS: dict[str, LongitudinalContrast] = {
+    "time": LongitudinalContrast("time", "paired", "", "chronic", ()),
+    "group:time": LongitudinalContrast("group:time", "group", "stage", "chronic+controls", BASIC),
+    "change~pain_relief": LongitudinalContrast("change~pain_relief", "continuous", "pain_relief",
+                                               "chronic", BASIC),
+    "persisting-recovering": LongitudinalContrast("persisting-recovering", "group", "outcome",
+                                                  "subacute", BASIC, uses_change=False),
+}
+
+
+# --------------------------------------------------------------------------------------------
+# one feature
+# --------------------------------------------------------------------------------------------
+
+def paired_effect(change: np.ndarray, alpha: float = 0.05) -> Effect:
+    """d_z of within-person changes with the paired t test and an exact interval.
+
+    ``d_z = mean(change) / sd(change)`` (sd with ``n - 1``); ``t = d_z sqrt(n)`` has a
+    noncentral t distribution on ``n - 1`` df with noncentrality ``delta_z sqrt(n)``, so the
+    interval is the two noncentralities that put the observed t at the ``1 - alpha / 2`` and
+    ``alpha / 2`` quantiles (Steiger & Fouladi 1997), divided by ``sqrt(n)``. Non-finite changes
+    are dropped.
+
+    Parameters
+    ----------
+    change : ndarray, shape (n,)
+        Follow-up minus baseline, one value per participant.
+    alpha : float
+        1 - confidence level.
+
+    Returns
+    -------
+    Effect
+        ``kind="paired"``; NaN with fewer than three changes or no spread.
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> e = paired_effect(0.5 + rng.normal(size=400))
+    >>> round(e.estimate, 1), e.ci_low < 0.5 < e.ci_high, e.df
+    (0.5, True, 399)
+    """
+    change = np.asarray(change, float).ravel()
+    change = change[np.isfinite(change)]
+    n = int(change.size)
+    sd = float(np.std(change, ddof=1)) if n > 1 else 0.0
+    if n < 3 or not sd > 0:
+        return Effect(np.nan, np.nan, np.nan, np.nan, max(n - 1, 0), np.nan, n, "paired")
+    d = float(np.mean(change)) / sd
+    df = n - 1
+    t = d * np.sqrt(n)
+    # nctdtrinc(df, q, t): the noncentrality under which P(T <= t) = q
+    low = _special.nctdtrinc(df, 1 - alpha / 2, t) / np.sqrt(n)
+    high = _special.nctdtrinc(df, alpha / 2, t) / np.sqrt(n)
+    p = 2 * _st.t.sf(abs(t), df)
+    return Effect(d, float(low), float(high), float(t), df, float(p), n, "paired")
+
+
+def change_scores(features: pd.DataFrame, baseline: str, followup: str, *,
+                  subject: str = "participant_id", session: str = "session",
+                  columns: Sequence[str] | None = None
+                  ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Split a long feature table into baseline values, follow-up values and their difference.
+
+    Parameters
+    ----------
+    features : DataFrame
+        One row per participant and session: columns (or index levels) ``subject`` and
+        ``session``, one column per feature. Session labels match with or without ``ses-``.
+    baseline, followup : str
+        The two sessions (e.g. ``"baseline"``, ``"followup"``).
+    subject, session : str
+        Names of the participant and session columns.
+    columns : sequence of str, optional
+        Feature columns (default: every numeric column but ``subject`` and ``session``).
+
+    Returns
+    -------
+    baseline, followup, change : DataFrame
+        Indexed by participant (everyone with a row in either session; NaN where a session is
+        missing), one column per feature; ``change = followup - baseline``.
+
+    Examples
+    --------
+    >>> long = pd.DataFrame({"participant_id": ["sub-1", "sub-1", "sub-2"],
+    ...                      "session": ["ses-1", "ses-2", "ses-1"], "gm": [0.5, 0.45, 0.6]})
+    >>> base, follow, change = change_scores(long, "1", "2")
+    >>> change["gm"].round(2).tolist()
+    [-0.05, nan]
+    """
+    frame = features.reset_index() if {subject, session} - set(features.columns) else features
+    for name in (subject, session):
+        if name not in frame:
+            raise InputError(f"the feature table has no {name!r} column",
+                             fix=f"give one row per {subject} and {session}")
+    if columns is None:
+        columns = [c for c in frame.columns if c not in (subject, session)
+                   and pd.api.types.is_numeric_dtype(frame[c])]
+    absent = [c for c in columns if c not in frame]
+    if absent:
+        raise InputError(f"the feature table has no column {absent[0]!r}",
+                         fix="name feature columns that exist")
+    labels = frame[session].astype(str).map(_strip_ses)
+    wanted = {_strip_ses(baseline): "baseline", _strip_ses(followup): "followup"}
+    if len(wanted) < 2:
+        raise InputError(f"baseline and follow-up are the same session ({baseline!r})",
+                         fix="name two different sessions")
+    keep = labels.isin(wanted)
+    rows = frame.loc[keep, [subject, *columns]].assign(_which=labels[keep].map(wanted).to_numpy())
+    duplicated = rows.duplicated([subject, "_which"])
+    if duplicated.any():
+        pid, which = rows.loc[duplicated, [subject, "_which"]].iloc[0].tolist()
+        raise InputError(f"the feature table has several rows for {subject} {pid!r} in the "
+                         f"{which} session", fix="give one row per participant and session")
+    ids = pd.Index(pd.unique(rows[subject].astype(str)), name=subject)
+    split = {}
+    for which in ("baseline", "followup"):
+        part = rows[rows["_which"] == which].drop(columns="_which")
+        part = part.assign(**{subject: part[subject].astype(str)}).set_index(subject)
+        split[which] = part.reindex(ids)[list(columns)].astype(float)
+    return split["baseline"], split["followup"], split["followup"] - split["baseline"]
+
+
+def _strip_ses(label) -> str:
+    label = str(label)
+    return label[4:] if label.startswith("ses-") else label
+
+
+def _text(participants: pd.DataFrame, column: str) -> np.ndarray:
+    if column not in participants:
+        return np.full(len(participants), "", dtype=object)
+    values = participants[column]
+    return np.where(values.isna(), "", values.astype(str).str.strip().str.lower()).astype(object)
+
+
+def _members(participants: pd.DataFrame, who: str) -> np.ndarray:
+    group, stage = _text(participants, "group"), _text(participants, "stage")
+    masks = {"all": np.ones(len(participants), bool), "patients": group == "patient",
+             "controls": group == "control", "chronic": stage == "chronic",
+             "subacute": stage == "subacute",
+             "chronic+controls": (stage == "chronic") | (group == "control")}
+    if who not in masks:
+        raise InputError(f"unknown participant subset {who!r}", fix=f"use one of {sorted(masks)}")
+    return masks[who]
+
+
+def _needs(spec: LongitudinalContrast) -> list[str]:
+    """Participants columns a contrast cannot do without."""
+    needed = {"all": [], "patients": ["group"], "controls": ["group"], "chronic": ["stage"],
+              "subacute": ["stage"], "chronic+controls": ["stage", "group"]}[spec.who]
+    if spec.column and spec.column != "stage":
+        needed.append(spec.column)
+    return needed
+
+
+_LEVELS = {"outcome": {"persisting": 1.0, "recovering": 0.0}}
+
+
+def _regressor(participants: pd.DataFrame, spec: LongitudinalContrast) -> np.ndarray:
+    """The regressor of interest for the contrast's members (NaN elsewhere or where n/a)."""
+    n = len(participants)
+    members = _members(participants, spec.who)
+    if spec.kind == "paired":
+        x = np.ones(n)
+    elif spec.column == "stage":
+        x = np.where(_text(participants, "stage") == "chronic", 1.0,
+                     np.where(_text(participants, "group") == "control", 0.0, np.nan))
+    elif spec.column in _LEVELS:
+        x = pd.Series(_text(participants, spec.column)).map(_LEVELS[spec.column]).to_numpy(float)
+    elif spec.column in participants:
+        x = pd.to_numeric(participants[spec.column], errors="coerce").to_numpy(float)
+    else:
+        x = np.full(n, np.nan)
+    return np.where(members, x, np.nan)
+
+
+def longitudinal_effect(y: np.ndarray, participants: pd.DataFrame,
+                        contrast: str | LongitudinalContrast, alpha: float = 0.05) -> Effect:
+    """The effect of one contrast on one feature's values (change scores or baseline values).
+
+    Parameters
+    ----------
+    y : ndarray, shape (n,)
+        Change scores (for a contrast with ``uses_change``) or baseline values, in the row order
+        of ``participants``; NaN where missing.
+    participants : DataFrame
+        The participants table (``group``, ``stage`` and the contrast's columns).
+    contrast : str or LongitudinalContrast
+        A name of :data:`LONGITUDINAL_CONTRASTS` or a contrast of your own.
+    alpha : float
+        1 - confidence level.
+
+    Returns
+    -------
+    Effect
+        From :func:`paired_effect`, :func:`~painplast.stats.effects.group_effect` or
+        :func:`~painplast.stats.effects.continuous_effect` on the contrast's members with
+        complete values.
+
+    Examples
+    --------
+    >>> parts = pd.DataFrame({"group": ["patient"] * 4 + ["control"] * 2,
+    ...                       "stage": ["chronic"] * 4 + [None] * 2})
+    >>> e = longitudinal_effect(np.array([-1.0, -2, -1.5, -0.5, 9, 9]), parts, "time")
+    >>> e.n, round(e.estimate, 2)
+    (4, -1.94)
+    """
+    spec = _spec(contrast)
+    x = _regressor(participants, spec)
+    cov, _ = _contrasts.covariate_matrix(participants, spec.covariates)
+    y = np.asarray(y, float)
+    ok = np.isfinite(x)
+    if spec.kind == "paired":
+        return paired_effect(y[ok], alpha=alpha)
+    fn = group_effect if spec.kind == "group" else continuous_effect
+    return fn(y[ok], x[ok], cov[ok] if cov.size else None, alpha=alpha)
+
+
+def _spec(contrast) -> LongitudinalContrast:
+    if isinstance(contrast, LongitudinalContrast):
+        return contrast
+    if contrast not in LONGITUDINAL_CONTRASTS:
+        raise InputError(f"unknown longitudinal contrast {contrast!r}",
+                         fix=f"use one of {sorted(LONGITUDINAL_CONTRASTS)}")
+    return LONGITUDINAL_CONTRASTS[contrast]
+
+
+# --------------------------------------------------------------------------------------------
+# a findings table
+# --------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class LongitudinalFindings:
+    """A longitudinal findings table and who was left out of it.
+
+    Attributes
+    ----------
+    table : DataFrame
+        Contract columns ``feature, contrast, estimate, ci_low, ci_high, p, p_corrected, n``;
+        ``p_corrected`` is Holm's correction over all rows.
+    excluded : DataFrame
+        Columns ``participant_id, feature, contrast, reason``: members of a contrast left out
+        of it. ``feature`` is ``"*"`` when the reason holds for every feature of that contrast
+        (a missing session, an n/a regressor or covariate); reasons are joined with ``"; "``.
+    skipped : DataFrame
+        Columns ``feature, contrast, reason``: requested tests not in ``table`` (feature or
+        participants column absent, too few participants).
+    """
+
+    table: pd.DataFrame
+    excluded: pd.DataFrame
+    skipped: pd.DataFrame
+
+
+def _indexed(participants: pd.DataFrame, subject: str) -> pd.DataFrame:
+    if participants.index.name != subject and subject in participants:
+        participants = participants.set_index(subject)
+    return participants.set_axis(participants.index.astype(str))
+
+
+def longitudinal_findings(features: pd.DataFrame, participants: pd.DataFrame,
+                          tests: Iterable[tuple[str, str | LongitudinalContrast]], *,
+                          baseline: str, followup: str,
+                          subject: str = "participant_id", session: str = "session",
+                          extra_covariates: Mapping[str, Sequence[str]] | None = None,
+                          extra: pd.DataFrame | None = None,
+                          alpha: float = 0.05) -> LongitudinalFindings:
+    """Findings rows (contract columns) for longitudinal and baseline contrasts of features.
+
+    Parameters
+    ----------
+    features : DataFrame
+        Long table: one row per participant and session, columns (or index levels) ``subject``
+        and ``session`` and one column per feature. Session labels match with or without
+        ``ses-``.
+    participants : DataFrame
+        The participants table, indexed by (or with a column) ``subject``.
+    tests : iterable of (feature, contrast)
+        ``contrast`` is a name of :data:`LONGITUDINAL_CONTRASTS`, a
+        :class:`LongitudinalContrast`, or a cross-sectional contrast of
+        :data:`painplast.contrasts.CONTRASTS` (tested on the baseline session).
+    baseline, followup : str
+        The two sessions; change scores are ``followup - baseline``.
+    subject, session : str
+        Names of the participant and session columns.
+    extra_covariates : mapping, optional
+        ``{feature or "*": [covariate, ...]}``: module covariates of the baseline (cross-
+        sectional) contrasts, as :func:`painplast.contrasts.findings_table` takes them. Change
+        contrasts use only their own covariates.
+    extra : DataFrame, optional
+        Per-participant baseline values of covariates not in ``participants``, indexed by
+        participant.
+    alpha : float
+        1 - confidence level.
+
+    Returns
+    -------
+    LongitudinalFindings
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> ids = [f"sub-{i:02d}" for i in range(40)]
+    >>> parts = pd.DataFrame({"group": ["control"] * 10 + ["patient"] * 30,
+    ...                       "stage": [None] * 10 + ["chronic"] * 30}, index=ids)
+    >>> base = rng.normal(size=40)
+    >>> long = pd.DataFrame({"participant_id": ids * 2,
+    ...                      "session": ["baseline"] * 40 + ["followup"] * 39 + ["x"],
+    ...                      "gm": np.r_[base, base[:39] + 1 + 0.5 * rng.normal(size=39), 0]})
+    >>> out = longitudinal_findings(long, parts, [("gm", "time")],
+    ...                             baseline="baseline", followup="followup")
+    >>> out.table[["contrast", "n"]].values.tolist(), out.table.p_corrected.item() < 0.05
+    ([['time', 29]], True)
+    >>> out.excluded.values.tolist()
+    [['sub-39', '*', 'time', 'no followup session']]
+    """
+    parts = _indexed(participants, subject)
+    tests = list(tests)
+    wanted = sorted({feature for feature, _ in tests})
+    frame = features.reset_index() if {subject, session} - set(features.columns) else features
+    present = [f for f in wanted if f in frame]
+    base, follow, change = change_scores(frame, baseline, followup, subject=subject,
+                                         session=session, columns=present)
+    sessions = {"baseline": _strip_ses(baseline), "followup": _strip_ses(followup)}
+    # a participant has a session when the long table has a row for it (even if all n/a)
+    long_ids = frame[subject].astype(str)
+    long_sessions = frame[session].astype(str).map(_strip_ses)
+    has_row = {which: pd.Index(long_ids[long_sessions == label].unique())
+               for which, label in sessions.items()}
+    base, follow, change = (t.reindex(parts.index) for t in (base, follow, change))
+    ext = extra.set_axis(extra.index.astype(str)).reindex(parts.index) if extra is not None else None
+    extra_covariates = extra_covariates or {}
+
+    rows, excluded, skipped = [], set(), []
+    unknown = sorted(set(long_ids) - set(parts.index))
+    for pid in unknown:
+        excluded.add((pid, "*", "*", "not in the participants table"))
+    for feature, contrast in tests:
+        cross = isinstance(contrast, str) and contrast not in LONGITUDINAL_CONTRASTS \
+            and contrast in _contrasts.CONTRASTS
+        spec = None if cross else _spec(contrast)
+        name = contrast if isinstance(contrast, str) else contrast.name
+        if feature not in present:
+            skipped.append((feature, name, "feature not in the feature table"))
+            continue
+        if cross:
+            cspec = _contrasts.CONTRASTS[contrast]
+            needed = [cspec.column] + (["group"] if cspec.subset == "patients" else [])
+            x = _contrasts.regressor(parts, cspec)
+            members = _cross_members(parts, cspec)
+            column = cspec.column
+            covs = (tuple(cspec.covariates) + tuple(extra_covariates.get("*", ()))
+                    + tuple(extra_covariates.get(feature, ())))
+            cov_source = ext
+        else:
+            needed = _needs(spec)
+            x = _regressor(parts, spec)
+            members = _members(parts, spec.who)
+            column = spec.column
+            covs = tuple(spec.covariates)
+            cov_source = None
+        absent = [c for c in needed if c not in parts]
+        if absent:
+            skipped.append((feature, name, f"participants table has no {absent[0]!r} column"))
+            continue
+        uses_change = not cross and spec.uses_change
+        needs_sessions = ("baseline", "followup") if uses_change else ("baseline",)
+        y = (change if uses_change else base)[feature].to_numpy(float)
+        cov, used = _contrasts.covariate_matrix(parts, covs, cov_source)
+        # reasons that hold for every feature (feature "*"), then the feature's own n/a values
+        general = _reasons(parts.index, members, x, cov, used, needs_sessions, has_row,
+                           sessions, column)
+        for pid, reason in general:
+            excluded.add((pid, "*", name, reason))
+        in_general = {pid for pid, _ in general}
+        ok = members & np.isfinite(x) & np.all(np.isfinite(cov), axis=1)
+        for which in needs_sessions:
+            values = (base if which == "baseline" else follow)[feature].to_numpy(float)
+            for pid in parts.index[ok & ~np.isfinite(values)]:
+                if pid not in in_general and pid in has_row[which]:
+                    excluded.add((pid, feature, name, f"{feature} n/a at {sessions[which]}"))
+        if cross:
+            effect = _contrasts.estimate(y, parts, cspec, covs[len(cspec.covariates):], ext, alpha)
+        else:
+            effect = longitudinal_effect(y, parts, spec, alpha)
+        if not np.isfinite(effect.estimate):
+            skipped.append((feature, name, f"too few participants (n={effect.n})"))
+            continue
+        rows.append({"feature": feature, "contrast": name, "estimate": effect.estimate,
+                     "ci_low": effect.ci_low, "ci_high": effect.ci_high, "p": effect.p,
+                     "n": effect.n})
+    table = pd.DataFrame(rows, columns=[c for c in FINDINGS_COLUMNS if c != "p_corrected"])
+    table["p_corrected"] = holm(table["p"].to_numpy(float)) if len(table) else []
+    excluded_table = pd.DataFrame(sorted(excluded, key=lambda r: (r[2], r[1], r[0])),
+                                  columns=list(EXCLUDED_COLUMNS))
+    return LongitudinalFindings(table[list(FINDINGS_COLUMNS)], excluded_table,
+                                pd.DataFrame(skipped, columns=list(SKIPPED_COLUMNS)))
+
+
+def _cross_members(parts: pd.DataFrame, cspec) -> np.ndarray:
+    """Members of a cross-sectional contrast, whether or not their regressor is known."""
+    if cspec.subset == "patients":
+        return _text(parts, "group") == "patient"
+    return np.ones(len(parts), bool)
+
+
+def _reasons(ids, members, x, cov, used, whichs, has_row, sessions, column):
+    """(participant, reason) for members left out whatever the feature."""
+    out = []
+    base_names = [name.split("[")[0] for name in used]
+    for i in np.flatnonzero(members):
+        pid = ids[i]
+        why = [f"no {sessions[w]} session" for w in whichs if pid not in has_row[w]]
+        if column and not np.isfinite(x[i]):
+            why.append(f"{column} n/a")
+        bad = sorted({base_names[j] for j in np.flatnonzero(~np.isfinite(cov[i]))})
+        why += [f"{name} n/a" for name in bad]
+        if why:
+            out.append((pid, "; ".join(why)))
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# voxel-wise
+# --------------------------------------------------------------------------------------------
+
+def _check_maps(change: np.ndarray) -> np.ndarray:
+    change = np.asarray(change, float)
+    if change.ndim != 2:
+        raise InputError(f"change maps must be (participants, voxels), got shape {change.shape}",
+                         fix="stack each participant's follow-up minus baseline map as a row")
+    return change
+
+
+def change_map_test(change: np.ndarray, mask: np.ndarray | None = None, *,
+                    covariates: np.ndarray | None = None, n_permutations: int = 5000,
+                    tfce: bool = True, two_sided: bool = True,
+                    random_state: int | np.random.Generator | None = 0,
+                    **kwargs) -> PermutationResult:
+    """Voxel-wise test of mean change in one group: sign flips with TFCE.
+
+    The change maps (follow-up minus baseline) are tested against 0 with the one-sample t
+    statistic; their signs are flipped at random (symmetric errors under the null of no
+    change), as :func:`painplast.stats.permutation.permutation_test` does for an intercept
+    contrast. Covariates, if given, are centred, so the tested effect is the mean change at
+    their mean.
+
+    Parameters
+    ----------
+    change : ndarray, shape (n, V)
+        One change map per participant (masked voxels, ``image[mask]`` order).
+    mask : ndarray of bool, shape (X, Y, Z), optional
+        The brain mask with ``V`` True voxels; required with ``tfce=True``.
+    covariates : ndarray, shape (n, c), optional
+        Nuisance covariates (constant and collinear columns are dropped).
+    n_permutations : int
+        Sign flips drawn.
+    tfce, two_sided, random_state, **kwargs
+        Passed to :func:`~painplast.stats.permutation.permutation_test` (e.g. ``n_jobs``,
+        ``connectivity``, ``blocks``).
+
+    Returns
+    -------
+    PermutationResult
+        ``t`` (positive: increase), ``p_fwe`` (max-t) and, with TFCE, ``tfce`` and
+        ``p_fwe_tfce``, all of shape (V,).
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> change = rng.normal(size=(20, 30))
+    >>> change[:, :3] += 2.0
+    >>> res = change_map_test(change, tfce=False, n_permutations=200)
+    >>> res.scheme, bool(np.all(res.p_fwe[:3] < 0.05))
+    ('sign-flip', True)
+    """
+    change = _check_maps(change)
+    n = change.shape[0]
+    if covariates is None or not np.size(covariates):
+        design = np.ones((n, 1))
+    else:
+        # the intercept stands in for the tested regressor; the covariates that add rank stay
+        kept = _design_matrix(np.ones(n), np.asarray(covariates, float).reshape(n, -1))[:, 2:]
+        design = np.column_stack([np.ones(n), kept - kept.mean(axis=0)])
+    contrast = np.zeros(design.shape[1])
+    contrast[0] = 1.0
+    return permutation_test(change, design, contrast, n_permutations=n_permutations, tfce=tfce,
+                            mask=mask, two_sided=two_sided, random_state=random_state,
+                            scheme="sign-flip", **kwargs)
+
+
+def group_time_map_test(change: np.ndarray, group: np.ndarray, mask: np.ndarray | None = None,
+                        *, covariates: np.ndarray | None = None, n_permutations: int = 5000,
+                        tfce: bool = True, two_sided: bool = True,
+                        blocks: Sequence | np.ndarray | None = None,
+                        random_state: int | np.random.Generator | None = 0,
+                        **kwargs) -> PermutationResult:
+    """Voxel-wise group x time: change maps on group and covariates, Freedman-Lane with TFCE.
+
+    The voxel-wise twin of ``group:time``: ``change ~ 1 + group + covariates``, the t of
+    ``group`` (1 minus 0), rows permuted after removing the nuisance fit (Freedman & Lane 1983),
+    within ``blocks`` (e.g. site) if given.
+
+    Parameters
+    ----------
+    change : ndarray, shape (n, V)
+        Change maps (follow-up minus baseline).
+    group : ndarray, shape (n,)
+        1 for the group whose extra change is tested (treated patients), 0 for the reference.
+    mask : ndarray of bool, shape (X, Y, Z), optional
+        Brain mask with ``V`` True voxels; required with ``tfce=True``.
+    covariates : ndarray, shape (n, c), optional
+        Age, sex, site columns...; constant and collinear columns are dropped.
+    n_permutations, tfce, two_sided, blocks, random_state, **kwargs
+        Passed to :func:`~painplast.stats.permutation.permutation_test`.
+
+    Returns
+    -------
+    PermutationResult
+        As :func:`change_map_test`; ``t`` positive where the group 1 changes more.
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> group = np.repeat([1.0, 0.0], 15)
+    >>> change = rng.normal(size=(30, 40))
+    >>> change[:, :4] += 2.0 * group[:, None]
+    >>> res = group_time_map_test(change, group, tfce=False, n_permutations=200)
+    >>> res.scheme, bool(np.all(res.p_fwe[:4] < 0.05))
+    ('permutation', True)
+    """
+    change = _check_maps(change)
+    n = change.shape[0]
+    group = np.asarray(group, float).ravel()
+    if group.shape != (n,) or not np.all(np.isin(group, (0.0, 1.0))):
+        raise InputError("group must hold one 1 or 0 per change map",
+                         fix="code the tested group 1 and the reference group 0")
+    cov = None if covariates is None or not np.size(covariates) else \
+        np.asarray(covariates, float).reshape(n, -1)
+    design = _design_matrix(group, cov)
+    contrast = np.zeros(design.shape[1])
+    contrast[1] = 1.0
+    return permutation_test(change, design, contrast, n_permutations=n_permutations, tfce=tfce,
+                            mask=mask, two_sided=two_sided, blocks=blocks,
+                            random_state=random_state, scheme="permutation", **kwargs)
