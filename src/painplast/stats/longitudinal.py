@@ -17,9 +17,9 @@ contrast                     estimate   regressor                  who          
 The last three adjust for age, sex and site; ``time`` has no covariates. "Chronic" and
 "subacute" are the participants table's ``stage`` column; "patients" and "controls" its
 ``group`` column. Every cross-sectional contrast of :mod:`painplast.contrasts`
-(``patient-control``, ...) can be listed too; it is tested on the baseline session with the
-module's own covariates (``extra_covariates``). The change contrasts take no module covariates:
-a change score has no single head-motion or total gray matter value.
+(``patient-control``, ...) can be listed too; it is tested on the baseline session. The
+contrasts on the baseline session add the module's own covariates (``extra_covariates``); the
+change contrasts do not: a change score has no single head-motion or total gray matter value.
 
 * ``time``: ``d_z = mean(change) / sd(change)``, the paired t test (``t = d_z sqrt(n)`` on
   ``n - 1`` df) and the exact interval of d_z from the noncentral t distribution (Steiger &
@@ -59,6 +59,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from scipy import optimize as _optimize
 from scipy import special as _special
 from scipy import stats as _st
 
@@ -168,11 +169,31 @@ def paired_effect(change: np.ndarray, alpha: float = 0.05) -> Effect:
     d = float(np.mean(change)) / sd
     df = n - 1
     t = d * np.sqrt(n)
-    # nctdtrinc(df, q, t): the noncentrality under which P(T <= t) = q
-    low = _special.nctdtrinc(df, 1 - alpha / 2, t) / np.sqrt(n)
-    high = _special.nctdtrinc(df, alpha / 2, t) / np.sqrt(n)
+    low = _noncentrality(df, 1 - alpha / 2, t) / np.sqrt(n)
+    high = _noncentrality(df, alpha / 2, t) / np.sqrt(n)
     p = 2 * _st.t.sf(abs(t), df)
     return Effect(d, float(low), float(high), float(t), df, float(p), n, "paired")
+
+
+def _noncentrality(df: int, q: float, t: float) -> float:
+    """The noncentrality ``nc`` under which ``P(T <= t) = q`` for ``T ~ nct(df, nc)``.
+
+    ``scipy.special.nctdtrinc`` gives a first guess (its tolerance leaves errors near 1e-6 in
+    ``nc`` for large t); the root is then polished on ``nctdtr``, which decreases in ``nc``.
+    """
+    guess = float(_special.nctdtrinc(df, q, t))
+    if not np.isfinite(guess):
+        return guess
+    def gap(nc):
+        return float(_special.nctdtr(df, nc, t)) - q
+    width = 0.01 * (1.0 + abs(guess))
+    low, high = guess - width, guess + width
+    for _ in range(60):            # widen until the root is bracketed
+        if gap(low) >= 0 >= gap(high):
+            return float(_optimize.brentq(gap, low, high, xtol=1e-13, rtol=1e-13))
+        low, high = low - width, high + width
+        width *= 2
+    return guess
 
 
 def change_scores(features: pd.DataFrame, baseline: str, followup: str, *,
@@ -327,12 +348,22 @@ def longitudinal_effect(y: np.ndarray, participants: pd.DataFrame,
     spec = _spec(contrast)
     x = _regressor(participants, spec)
     cov, _ = _contrasts.covariate_matrix(participants, spec.covariates)
-    y = np.asarray(y, float)
+    return _effect(np.asarray(y, float), x, cov, spec.kind, alpha)
+
+
+def _effect(y: np.ndarray, x: np.ndarray, cov: np.ndarray, kind: str, alpha: float) -> Effect:
+    """The effect on the participants with a regressor (the effect functions drop other n/a)."""
     ok = np.isfinite(x)
-    if spec.kind == "paired":
+    if kind == "paired":
         return paired_effect(y[ok], alpha=alpha)
-    fn = group_effect if spec.kind == "group" else continuous_effect
+    fn = group_effect if kind == "group" else continuous_effect
     return fn(y[ok], x[ok], cov[ok] if cov.size else None, alpha=alpha)
+
+
+def _is_cross(contrast) -> bool:
+    """A cross-sectional contrast of :mod:`painplast.contrasts` (tested at baseline)."""
+    return (isinstance(contrast, str) and contrast not in LONGITUDINAL_CONTRASTS
+            and contrast in _contrasts.CONTRASTS)
 
 
 def _spec(contrast) -> LongitudinalContrast:
@@ -403,8 +434,9 @@ def longitudinal_findings(features: pd.DataFrame, participants: pd.DataFrame,
     subject, session : str
         Names of the participant and session columns.
     extra_covariates : mapping, optional
-        ``{feature or "*": [covariate, ...]}``: module covariates of the baseline (cross-
-        sectional) contrasts, as :func:`painplast.contrasts.findings_table` takes them. Change
+        ``{feature or "*": [covariate, ...]}``: module covariates (``mean_fd``, ``gm_total``) of
+        the contrasts tested on the baseline session (``persisting-recovering`` and the
+        cross-sectional ones), as :func:`painplast.contrasts.findings_table` takes them. Change
         contrasts use only their own covariates.
     extra : DataFrame, optional
         Per-participant baseline values of covariates not in ``participants``, indexed by
@@ -451,57 +483,37 @@ def longitudinal_findings(features: pd.DataFrame, participants: pd.DataFrame,
     extra_covariates = extra_covariates or {}
 
     rows, excluded, skipped = [], set(), []
-    unknown = sorted(set(long_ids) - set(parts.index))
-    for pid in unknown:
+    for pid in sorted(set(long_ids) - set(parts.index)):
         excluded.add((pid, "*", "*", "not in the participants table"))
+    for _, contrast in tests:                 # unknown names fail before any work
+        if not _is_cross(contrast):
+            _spec(contrast)
+    designs: dict[tuple, _Design | str] = {}
     for feature, contrast in tests:
-        cross = isinstance(contrast, str) and contrast not in LONGITUDINAL_CONTRASTS \
-            and contrast in _contrasts.CONTRASTS
-        spec = None if cross else _spec(contrast)
         name = contrast if isinstance(contrast, str) else contrast.name
         if feature not in present:
             skipped.append((feature, name, "feature not in the feature table"))
             continue
-        if cross:
-            cspec = _contrasts.CONTRASTS[contrast]
-            needed = [cspec.column] + (["group"] if cspec.subset == "patients" else [])
-            x = _contrasts.regressor(parts, cspec)
-            members = _cross_members(parts, cspec)
-            column = cspec.column
-            covs = (tuple(cspec.covariates) + tuple(extra_covariates.get("*", ()))
-                    + tuple(extra_covariates.get(feature, ())))
-            cov_source = ext
-        else:
-            needed = _needs(spec)
-            x = _regressor(parts, spec)
-            members = _members(parts, spec.who)
-            column = spec.column
-            covs = tuple(spec.covariates)
-            cov_source = None
-        absent = [c for c in needed if c not in parts]
-        if absent:
-            skipped.append((feature, name, f"participants table has no {absent[0]!r} column"))
+        on_baseline = _is_cross(contrast) or not _spec(contrast).uses_change
+        module_covariates = ((tuple(extra_covariates.get("*", ()))
+                              + tuple(extra_covariates.get(feature, ()))) if on_baseline else ())
+        key = (name, contrast if isinstance(contrast, LongitudinalContrast) else None,
+               module_covariates)
+        if key not in designs:
+            designs[key] = _design(parts, contrast, module_covariates, ext, has_row, sessions)
+        design = designs[key]
+        if isinstance(design, str):
+            skipped.append((feature, name, design))
             continue
-        uses_change = not cross and spec.uses_change
-        needs_sessions = ("baseline", "followup") if uses_change else ("baseline",)
-        y = (change if uses_change else base)[feature].to_numpy(float)
-        cov, used = _contrasts.covariate_matrix(parts, covs, cov_source)
-        # reasons that hold for every feature (feature "*"), then the feature's own n/a values
-        general = _reasons(parts.index, members, x, cov, used, needs_sessions, has_row,
-                           sessions, column)
-        for pid, reason in general:
+        for pid, reason in design.reasons:
             excluded.add((pid, "*", name, reason))
-        in_general = {pid for pid, _ in general}
-        ok = members & np.isfinite(x) & np.all(np.isfinite(cov), axis=1)
-        for which in needs_sessions:
+        for which in design.sessions:
             values = (base if which == "baseline" else follow)[feature].to_numpy(float)
-            for pid in parts.index[ok & ~np.isfinite(values)]:
-                if pid not in in_general and pid in has_row[which]:
+            for pid in parts.index[design.complete & ~np.isfinite(values)]:
+                if pid in has_row[which]:
                     excluded.add((pid, feature, name, f"{feature} n/a at {sessions[which]}"))
-        if cross:
-            effect = _contrasts.estimate(y, parts, cspec, covs[len(cspec.covariates):], ext, alpha)
-        else:
-            effect = longitudinal_effect(y, parts, spec, alpha)
+        y = (change if design.uses_change else base)[feature].to_numpy(float)
+        effect = _effect(y, design.x, design.cov, design.kind, alpha)
         if not np.isfinite(effect.estimate):
             skipped.append((feature, name, f"too few participants (n={effect.n})"))
             continue
@@ -516,27 +528,59 @@ def longitudinal_findings(features: pd.DataFrame, participants: pd.DataFrame,
                                 pd.DataFrame(skipped, columns=list(SKIPPED_COLUMNS)))
 
 
-def _cross_members(parts: pd.DataFrame, cspec) -> np.ndarray:
-    """Members of a cross-sectional contrast, whether or not their regressor is known."""
-    if cspec.subset == "patients":
-        return _text(parts, "group") == "patient"
-    return np.ones(len(parts), bool)
+@dataclass(frozen=True)
+class _Design:
+    """What a contrast needs from the participants table, computed once per contrast."""
+
+    kind: str
+    x: np.ndarray               # regressor, NaN for non-members (and n/a)
+    cov: np.ndarray             # covariates (n, c)
+    uses_change: bool
+    sessions: tuple[str, ...]   # the sessions the values come from
+    reasons: list               # (participant, reason) of members left out whatever the feature
+    complete: np.ndarray        # members with a session row, a regressor and covariates
 
 
-def _reasons(ids, members, x, cov, used, whichs, has_row, sessions, column):
-    """(participant, reason) for members left out whatever the feature."""
-    out = []
-    base_names = [name.split("[")[0] for name in used]
+def _design(parts: pd.DataFrame, contrast, module_covariates: tuple[str, ...],
+            extra: pd.DataFrame | None, has_row: dict, sessions: dict) -> _Design | str:
+    """The design of one contrast, or the reason it cannot be tested."""
+    if _is_cross(contrast):
+        spec = _contrasts.CONTRASTS[contrast]         # cross-sectional: on the baseline session
+        needed = [spec.column] + (["group"] if spec.subset == "patients" else [])
+        members = (_text(parts, "group") == "patient" if spec.subset == "patients"
+                   else np.ones(len(parts), bool))
+        kind, column, uses_change = spec.kind, spec.column, False
+        covariates, source = tuple(spec.covariates) + tuple(module_covariates), extra
+        make_x = lambda: _contrasts.regressor(parts, spec)     # noqa: E731
+    else:
+        spec = _spec(contrast)
+        needed = _needs(spec)
+        members = None
+        kind, column, uses_change = spec.kind, spec.column, spec.uses_change
+        covariates, source = tuple(spec.covariates) + tuple(module_covariates), extra
+        make_x = lambda: _regressor(parts, spec)               # noqa: E731
+    absent = [c for c in needed if c not in parts]
+    if absent:
+        return f"participants table has no {absent[0]!r} column"
+    if members is None:
+        members = _members(parts, spec.who)
+    x = make_x()
+    cov, used = _contrasts.covariate_matrix(parts, covariates, source)
+    which = ("baseline", "followup") if uses_change else ("baseline",)
+    names = [name.split("[")[0] for name in used]      # site[B] -> site
+    ids = parts.index
+    reasons = []
     for i in np.flatnonzero(members):
-        pid = ids[i]
-        why = [f"no {sessions[w]} session" for w in whichs if pid not in has_row[w]]
+        why = [f"no {sessions[w]} session" for w in which if ids[i] not in has_row[w]]
         if column and not np.isfinite(x[i]):
             why.append(f"{column} n/a")
-        bad = sorted({base_names[j] for j in np.flatnonzero(~np.isfinite(cov[i]))})
-        why += [f"{name} n/a" for name in bad]
+        why += [f"{name} n/a" for name in sorted({names[j] for j in
+                                                   np.flatnonzero(~np.isfinite(cov[i]))})]
         if why:
-            out.append((pid, "; ".join(why)))
-    return out
+            reasons.append((ids[i], "; ".join(why)))
+    complete = members & np.isfinite(x) & np.all(np.isfinite(cov), axis=1)
+    complete &= np.all([ids.isin(has_row[w]) for w in which], axis=0)
+    return _Design(kind, x, cov, uses_change, which, reasons, complete)
 
 
 # --------------------------------------------------------------------------------------------
