@@ -246,8 +246,9 @@ def test_findings_table_rows_holm_and_who_was_left_out():
     parts = parts.copy()
     parts.loc[chronic[1], "pain_relief"] = np.nan
     parts.loc[subacute[0], "age"] = np.nan
-    long = pd.concat([long, pd.DataFrame({"participant_id": ["sub-999"], "session": ["ses-baseline"],
-                                          "structure.gm_acc": [0.0], "structure.gm_s1": [0.0]})])
+    stranger = pd.DataFrame({"participant_id": ["sub-999"], "session": ["ses-baseline"],
+                             "structure.gm_acc": [0.0], "structure.gm_s1": [0.0]})
+    long = pd.concat([long, stranger])
     tests = [(f, c) for f in ("structure.gm_acc", "structure.gm_s1") for c in LONGITUDINAL]
     tests += [("structure.gm_acc", "patient-control"), ("structure.gm_missing", "time")]
     before = long.copy(), parts.copy()
@@ -346,8 +347,11 @@ def test_findings_table_skips_what_cannot_be_tested():
     own = longitudinal_findings(long, parts, [("x", controls_time)], baseline="baseline",
                                 followup="followup")
     assert own.table[["contrast", "n"]].values.tolist() == [["time[controls]", 40]]
+    with pytest.raises(InputError, match="unknown participant subset"):
+        LongitudinalContrast("time[x]", "paired", "", "responders")
     with pytest.raises(InputError, match="unknown longitudinal contrast"):
-        longitudinal_findings(long, parts, [("x", "tiem")], baseline="baseline", followup="followup")
+        longitudinal_findings(long, parts, [("x", "tiem")], baseline="baseline",
+                              followup="followup")
     with pytest.raises(InputError, match="several rows"):
         longitudinal_findings(pd.concat([long, long.iloc[:1]]), parts, [("x", "time")],
                               baseline="baseline", followup="followup")
@@ -456,7 +460,8 @@ def test_findings_intervals_cover_planted_effects():
         out = longitudinal_findings(long, parts, [("x", c) for c in truth], baseline="baseline",
                                     followup="followup").table.set_index("contrast")
         for contrast, value in truth.items():
-            covered[contrast].append(out.loc[contrast, "ci_low"] < value < out.loc[contrast, "ci_high"])
+            row = out.loc[contrast]
+            covered[contrast].append(row.ci_low < value < row.ci_high)
     low, _ = _bounds(m, 0.95, tail=0.001)
     rates = {c: np.mean(v) for c, v in covered.items()}
     assert all(rate >= low for rate in rates.values()), (rates, low)

@@ -80,6 +80,9 @@ __all__ = ["LongitudinalContrast", "LONGITUDINAL_CONTRASTS", "LongitudinalFindin
            "group_time_map_test"]
 
 BASIC = ("age", "sex", "site")
+#: Participant subsets, with the participants columns that define them.
+_SUBSETS = {"all": [], "patients": ["group"], "controls": ["group"], "chronic": ["stage"],
+            "subacute": ["stage"], "chronic+controls": ["stage", "group"]}
 #: Columns of :attr:`LongitudinalFindings.excluded`.
 EXCLUDED_COLUMNS = ("participant_id", "feature", "contrast", "reason")
 #: Columns of :attr:`LongitudinalFindings.skipped`.
@@ -115,6 +118,17 @@ class LongitudinalContrast:
     who: str
     covariates: tuple[str, ...] = ()
     uses_change: bool = True
+
+    def __post_init__(self):
+        if self.kind not in ("paired", "group", "continuous"):
+            raise InputError(f"contrast {self.name!r}: unknown kind {self.kind!r}",
+                             fix="use 'paired', 'group' or 'continuous'")
+        if self.who not in _SUBSETS:
+            raise InputError(f"contrast {self.name!r}: unknown participant subset {self.who!r}",
+                             fix=f"use one of {sorted(_SUBSETS)}")
+        if self.kind == "paired" and not self.uses_change:
+            raise InputError(f"contrast {self.name!r}: a paired contrast tests change scores",
+                             fix="set uses_change=True")
 
 
 #: The longitudinal contrasts (the simulator's ground truth uses the same definitions).
@@ -279,15 +293,12 @@ def _members(participants: pd.DataFrame, who: str) -> np.ndarray:
              "controls": group == "control", "chronic": stage == "chronic",
              "subacute": stage == "subacute",
              "chronic+controls": (stage == "chronic") | (group == "control")}
-    if who not in masks:
-        raise InputError(f"unknown participant subset {who!r}", fix=f"use one of {sorted(masks)}")
     return masks[who]
 
 
 def _needs(spec: LongitudinalContrast) -> list[str]:
     """Participants columns a contrast cannot do without."""
-    needed = {"all": [], "patients": ["group"], "controls": ["group"], "chronic": ["stage"],
-              "subacute": ["stage"], "chronic+controls": ["stage", "group"]}[spec.who]
+    needed = list(_SUBSETS[spec.who])
     if spec.column and spec.column != "stage":
         needed.append(spec.column)
     return needed
@@ -479,7 +490,7 @@ def longitudinal_findings(features: pd.DataFrame, participants: pd.DataFrame,
     has_row = {which: pd.Index(long_ids[long_sessions == label].unique())
                for which, label in sessions.items()}
     base, follow, change = (t.reindex(parts.index) for t in (base, follow, change))
-    ext = extra.set_axis(extra.index.astype(str)).reindex(parts.index) if extra is not None else None
+    ext = None if extra is None else extra.set_axis(extra.index.astype(str)).reindex(parts.index)
     extra_covariates = extra_covariates or {}
 
     rows, excluded, skipped = [], set(), []

@@ -120,7 +120,8 @@ def mean_squares(Y) -> MeanSquares:
         subject_mean = Yc.mean(axis=1)                               # (n, p)
         session_mean = Yc.sum(axis=0) / n                            # (k, p)
         grand = session_mean.mean(axis=0)                            # (p,)
-        residual = (Yc - subject_mean[:, None, :] - session_mean[None] + grand) * complete[:, None, :]
+        residual = Yc - subject_mean[:, None, :] - session_mean[None] + grand
+        residual *= complete[:, None, :]
         ss_rows = k * np.sum(complete * (subject_mean - grand) ** 2, axis=0)
         ss_cols = n * np.sum((session_mean - grand) ** 2, axis=0)
         ss_error = np.einsum("ikp,ikp->p", residual, residual)
