@@ -205,6 +205,8 @@ def test_icc3_interval_covers_the_population_icc(n, k):
     assert tail_low <= above <= tail_high and tail_low <= below <= tail_high, (above, below)
     # the estimate is consistent: the median draw is near the truth
     assert abs(np.median(table.icc) - truth) < 0.03
+    print(f"ICC(3,1) n={n} k={k}: coverage {covered:.4f} ({low:.4f}-{high:.4f}), misses "
+          f"{above:.4f} above / {below:.4f} below ({tail_low:.4f}-{tail_high:.4f}), {m} draws")
 
 
 @pytest.mark.statistical
@@ -229,3 +231,5 @@ def test_icc2_interval_covers_the_population_icc(n, k, session_var, error_var):
     _, tail_high = _bounds(m, 0.025, tail=0.0005)
     assert above <= tail_high and below <= tail_high, (above, below)
     assert abs(np.median(table.icc) - truth) < 0.03
+    print(f"ICC(2,1) n={n} k={k} session var {session_var}: coverage {1 - above - below:.4f} "
+          f"(>= {low:.4f}), misses {above:.4f} above / {below:.4f} below (<= {tail_high:.4f})")
