@@ -67,12 +67,8 @@ from painplast import contrasts as _contrasts
 from painplast.errors import InputError
 from painplast.results import FINDINGS_COLUMNS
 from painplast.stats.effects import Effect, continuous_effect, group_effect, holm
+from painplast.stats.effects import design_matrix as _design_matrix
 from painplast.stats.permutation import PermutationResult, permutation_test
-
-try:  # public once the contract branch lands (issue 17)
-    from painplast.stats.effects import design_matrix as _design_matrix
-except ImportError:  # pragma: no cover - before it
-    from painplast.stats.effects import _design as _design_matrix
 
 __all__ = ["LongitudinalContrast", "LONGITUDINAL_CONTRASTS", "LongitudinalFindings",
            "EXCLUDED_COLUMNS", "SKIPPED_COLUMNS", "paired_effect", "change_scores",
