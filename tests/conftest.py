@@ -76,6 +76,15 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
+#: Significance level of single-draw "no false positive" checks on findings tables. Holm's
+#: correction keeps P(any p_corrected <= a) <= a for every a, so a correct method passes
+#: "no unplanted row below 0.001" with probability >= 0.999 on any one cohort; at 0.05 it would
+#: fail one cohort in twenty. The 5% family-wise rate itself is checked as a rate over many
+#: draws (tests/test_calibration.py). Only for parametric p-values: a permutation p below 0.001
+#: needs 1000 permutations.
+ONE_DRAW_ALPHA = 0.001
+
+
 def seed_offset() -> int:
     """``PAINPLAST_SEED_OFFSET`` (default 0): shifts the fixed seeds of the statistical tests.
 

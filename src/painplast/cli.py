@@ -122,6 +122,12 @@ def run(bids_dir, output_dir, analysis_level, participant_label, modules, atlas,
     cohort = Cohort.from_bids(bids_dir, derivatives=list(derivatives) or None,
                               participant_label=list(participant_label) or None, space=config.space)
     _check_output_dir(bids_dir, output_dir)
+    if analysis_level == "group":  # what the group level needs, checked before anything is written
+        _check_participant_results(output_dir)
+        if biomarkers:
+            from .biomarker.model import resolve_target
+            for target in biomarkers:
+                resolve_target(cohort.participants.reset_index(), target)
     _setup_logging(output_dir, verbose)
     if analysis_level == "participant":
         summary = engine.run_participant_level(cohort, config, output_dir, n_jobs=n_jobs,
@@ -145,6 +151,13 @@ def _check_output_dir(bids_dir: Path, output_dir: Path) -> None:
     if o.exists() and any(o.iterdir()) and not (o / "dataset_description.json").exists():
         raise InputError("output folder is not empty and is not a painplast derivatives folder",
                          path=output_dir, fix="give a new or empty folder (painplast never overwrites other data)")
+
+
+def _check_participant_results(output_dir: Path) -> None:
+    o = Path(output_dir)
+    if not (o / "dataset_description.json").exists() or not any(o.glob("sub-*/*_features.json")):
+        raise InputError("has no participant-level results", path=output_dir,
+                         fix="run 'painplast run BIDS_DIR OUTPUT_DIR participant' first")
 
 
 BIOMARKER_DEFAULTS = {"folds": 5, "inner_folds": 5, "repeats": 5, "n_permutations": 100,
