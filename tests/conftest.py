@@ -96,6 +96,18 @@ def seed_offset() -> int:
     return int(os.environ.get("PAINPLAST_SEED_OFFSET", "0"))
 
 
+def record_figures(test: str, **figures) -> None:
+    """Append a statistical test's figures (counts, rates) as one JSON line to the file named by
+    ``PAINPLAST_CALIBRATION_LOG``, if set; the repeated runs in benchmarks/RESULTS.md read them."""
+    target = os.environ.get("PAINPLAST_CALIBRATION_LOG")
+    if target:
+        import json
+
+        with open(target, "a") as handle:
+            handle.write(json.dumps({"test": test, "seed_offset": seed_offset(), **figures},
+                                    default=float) + "\n")
+
+
 def shared_once(tmp_path_factory, name: str, build) -> Path:
     """A folder built once per test session, even with several pytest-xdist workers.
 

@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from conftest import seed_offset
+from conftest import record_figures, seed_offset
 from painplast.biomarker.features import from_frame
 from painplast.biomarker.model import BiomarkerModel, design, resolve_target
 from painplast.biomarker.validate import leave_site_out, validate
@@ -86,6 +86,9 @@ def test_permutation_p_is_uniform_under_the_null_and_small_under_an_effect():
         auc = result["metrics"]["auc"]
         covered.append(auc["ci_low"] <= 0.5 <= auc["ci_high"])
     p_values = np.array(p_values)
+    record_figures("permutation_p", p_below_0_05=int(np.sum(p_values <= 0.05)),
+                   mean_p=float(p_values.mean()), auc_interval_covers_0_5=int(sum(covered)),
+                   effect_auc=effect["metrics"]["auc"]["estimate"], effect_p=effect["permutation_p"])
     grid = np.arange(1, N_PERMUTATIONS + 2) / (N_PERMUTATIONS + 1)
     assert np.all(np.isclose(p_values[:, None], grid[None]).any(axis=1)), p_values
     below = int(np.sum(p_values <= 0.05))
@@ -118,6 +121,7 @@ def test_leave_site_out_never_trains_on_the_held_out_site():
         assert row["n"] == int((sites == row["site"]).sum())
         assert row["n_train"] == len(X) - row["n"]          # every other participant, no more
     mean_auc = np.average([row["auc"]["estimate"] for row in rows], weights=[r["n"] for r in rows])
+    record_figures("leave_site_out", mean_auc=float(mean_auc))
     sd = np.sqrt(31 / (12 * 15 * 15)) / np.sqrt(len(rows))
     assert mean_auc < 0.5 + stats.norm.ppf(0.999) * sd, rows
 
@@ -181,6 +185,7 @@ def test_null_family_wise_error_per_module_is_at_most_five_percent():
             assert len(found) == len(rows), (module, len(found))
             hits[module] += bool(((found.p_corrected < 0.05) & (found.contrast != "age")).any())
     bound = stats.binom.ppf(1 - 0.0002, N_DRAWS, 0.05)
+    record_figures("null_fwer", draws=N_DRAWS, **hits)
     assert all(k <= bound for k in hits.values()), (hits, bound)
     pooled = stats.binom.ppf(1 - 0.0002, N_DRAWS * len(hits), 0.05)
     assert sum(hits.values()) <= pooled, (hits, pooled)

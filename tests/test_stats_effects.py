@@ -16,7 +16,7 @@ import statsmodels.api as sm
 from scipy import optimize, stats
 from statsmodels.stats.multitest import multipletests
 
-from conftest import seed_offset
+from conftest import record_figures, seed_offset
 from painplast.stats.effects import continuous_effect, fdr_bh, group_effect, holm
 
 # statsmodels warns about the deliberately rank-deficient designs (a constant and a duplicated
@@ -183,6 +183,8 @@ def test_intervals_cover_the_population_effect_in_k_of_m_draws():
     m = 1000
     d_hits, r_hits, d_hat, r_hat, true_d, true_r = _population_draws(m, 190_000 + seed_offset())
     k = int(stats.binom.ppf(0.0005, m, 0.95))
+    record_figures("effect_intervals", draws=m, d_covered=int(d_hits.sum()),
+                   r_covered=int(r_hits.sum()), mean_d=float(d_hat.mean()), mean_r=float(r_hat.mean()))
     assert d_hits.sum() >= k, (d_hits.sum(), k)
     assert r_hits.sum() >= k, (r_hits.sum(), k)
     df = 48 - 4
