@@ -65,37 +65,55 @@ def _validated(seed: int, null: bool, **params) -> dict:
 def test_permutation_p_is_uniform_under_the_null_and_small_under_an_effect():
     """One cohort with the planted effects, then 20 null cohorts, each with 99 permutations.
 
-    Under the null the p-value (1 + #{null >= observed}) / 100 is uniform on {0.01, ..., 1}:
-    P(p <= 0.05) = 0.05 exactly. The checks and their pass probabilities for a calibrated test:
-    at most ``k`` of 20 p-values <= 0.05 (k the 0.9995 quantile of Binomial(20, 0.05)); the mean
-    of the 20 p-values within 3.5 standard deviations of 0.505 (P >= 0.9995); the AUC interval
-    covers 0.5 in at least the 0.0005 quantile of Binomial(20, 0.95) cohorts. With an effect
-    (default sizes x 2: cross-validated AUC above 0.9) no permuted labelling reaches the
-    observed AUC, so p must be the smallest value 99 permutations allow, 0.01: a test with 19
-    permutations (p >= 0.05 always) fails here.
+    With an effect (default sizes x 2: cross-validated AUC above 0.9) no permuted labelling
+    reaches the observed AUC, so p must be the smallest value 99 permutations allow, 0.01: a
+    test with 19 permutations (p >= 0.05 always) fails here. Under the null the p-value
+    (1 + #{null >= observed}) / 100 is at least uniform on {0.01, ..., 1}: P(p <= 0.05) <= 0.05
+    (ties between the discrete fold AUCs make it conservative, never liberal). Checks, each
+    passed with probability >= 0.9995 by a valid test: at most k of the 20 p-values are <= 0.05,
+    k the 0.9995 quantile of Binomial(20, 0.05); their mean is not below 0.505 by more than 3.3
+    standard deviations of the mean of 20 uniform values (p-values that run small overall).
     """
     effect = _validated(_seeds(3900, 1)[0], null=False, effect_scale=2.0)
     assert effect["metrics"]["auc"]["estimate"] > 0.75, effect["metrics"]["auc"]
     assert effect["permutation_p"] < 0.05, effect["permutation"]
     assert effect["permutation_p"] == pytest.approx(1 / (N_PERMUTATIONS + 1)), effect["permutation"]
-    p_values, covered = [], []
+    p_values = []
     for seed in _seeds(3000, N_COHORTS):
         result = _validated(seed, null=True)
         assert result["permutation"]["n_permutations"] == N_PERMUTATIONS
         p_values.append(result["permutation_p"])
-        auc = result["metrics"]["auc"]
-        covered.append(auc["ci_low"] <= 0.5 <= auc["ci_high"])
     p_values = np.array(p_values)
     record_figures("permutation_p", p_below_0_05=int(np.sum(p_values <= 0.05)),
-                   mean_p=float(p_values.mean()), auc_interval_covers_0_5=int(sum(covered)),
+                   mean_p=float(p_values.mean()),
                    effect_auc=effect["metrics"]["auc"]["estimate"], effect_p=effect["permutation_p"])
     grid = np.arange(1, N_PERMUTATIONS + 2) / (N_PERMUTATIONS + 1)
     assert np.all(np.isclose(p_values[:, None], grid[None]).any(axis=1)), p_values
     below = int(np.sum(p_values <= 0.05))
     assert below <= stats.binom.ppf(0.9995, N_COHORTS, 0.05), p_values
     sd = np.sqrt((len(grid) ** 2 - 1) / 12) / len(grid) / np.sqrt(N_COHORTS)  # discrete uniform
-    assert abs(p_values.mean() - grid.mean()) < 3.5 * sd, (p_values.mean(), p_values)
-    assert sum(covered) >= stats.binom.ppf(0.0005, N_COHORTS, 0.95), covered
+    assert p_values.mean() > grid.mean() - stats.norm.ppf(0.9995) * sd, (p_values.mean(), p_values)
+
+
+def test_auc_interval_covers_chance_in_k_of_m_null_cohorts():
+    """The 95% interval of the cross-validated AUC covers 0.5 in at least k of 40 null cohorts
+    of 40, k the 0.0005 quantile of Binomial(40, 0.95) (32): passed with probability 0.9999 by
+    95% intervals, 0.998 by 93% ones. Validated as ``painplast run`` validates (5 x 5 outer
+    cross-validation, bootstrap widened to the Nadeau-Bengio fold variance), with a fixed
+    penalty and no permutations to keep 40 x 25 fits cheap. (With 2 outer folds the interval
+    is too narrow: it covered 0.5 in 106 of 120 such cohorts, benchmarks/RESULTS.md.)
+    """
+    covered, aucs = [], []
+    for seed in _seeds(3500, 40):
+        X, target = _design(seed, null=True)
+        model = BiomarkerModel(penalties=[0.1], screening=None, random_state=seed)
+        auc = validate(X, target, model, folds=5, repeats=5, n_permutations=0, n_bootstrap=300,
+                       site_out=False, learning=False, random_state=seed)["metrics"]["auc"]
+        covered.append(auc["ci_low"] <= 0.5 <= auc["ci_high"])
+        aucs.append(auc["estimate"])
+    record_figures("auc_interval", cohorts=40, covers_0_5=int(sum(covered)),
+                   mean_auc=float(np.mean(aucs)))
+    assert sum(covered) >= stats.binom.ppf(0.0005, 40, 0.95), (sum(covered), aucs)
 
 
 # ---------------------------------------------------------------------------- leave-site-out
