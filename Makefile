@@ -10,7 +10,7 @@ export OPENBLAS_NUM_THREADS ?= 1
 export MKL_NUM_THREADS ?= 1
 export MPLBACKEND ?= Agg
 
-.PHONY: install demo test validator browser clean
+.PHONY: install demo test validator browser wheel-check clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,8 +33,22 @@ browser:
 demo: install
 	$(VENV)/bin/painplast demo demo_output
 
-test: install validator browser
+# the package as a user installs it: build the wheel, install it without extras into a fresh
+# venv and run a tiny simulated cohort through every module (tests/installed_smoke.py). pip
+# reads its cache (and PyPI if a wheel is missing), so this takes about a minute.
+WHEEL_VENV := build/wheel-venv
+WHEEL_WORK := build/wheel-smoke
+wheel-check: install
+	rm -rf dist $(WHEEL_VENV) $(WHEEL_WORK)
+	$(PY) -m build --wheel --outdir dist . >/dev/null
+	$(PYTHON) -m venv $(WHEEL_VENV)
+	$(WHEEL_VENV)/bin/python -m pip install --quiet dist/painplast-*.whl
+	mkdir -p $(WHEEL_WORK)
+	cd $(WHEEL_WORK) && $(abspath $(WHEEL_VENV))/bin/python $(abspath tests/installed_smoke.py) .
+	rm -rf $(WHEEL_WORK)
+
+test: install validator browser wheel-check
 	PAINPLAST_BIDS_VALIDATOR=$(abspath $(BIDS_VALIDATOR)) $(PY) -m pytest -n 2 --durations=15 tests
 
 clean:
-	rm -rf $(VENV) .tools demo_output
+	rm -rf $(VENV) .tools demo_output build dist

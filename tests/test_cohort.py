@@ -8,7 +8,6 @@ import gzip
 import hashlib
 import json
 import math
-import time
 from pathlib import Path
 
 import nibabel as nib
@@ -24,7 +23,6 @@ SHAPE = (6, 7, 5)
 N_VOLUMES = 10
 AFFINE = np.diag([4.0, 4.0, 4.0, 1.0])
 AFFINE[:3, 3] = (-12, -14, -10)
-RPN_SZEGED = Path(__file__).resolve().parents[2] / "shared" / "data" / "rpn_szeged"
 
 
 # --------------------------------------------------------------------------------------------
@@ -527,13 +525,13 @@ def test_cat12_and_fmriprep_gray_matter(tmp_path):
 # Real data and speed
 # --------------------------------------------------------------------------------------------
 
-def test_real_rpn_szeged_dataset():
-    assert RPN_SZEGED.is_dir(), "../shared/data/rpn_szeged is missing"
-    before = {p: p.stat().st_mtime_ns for p in RPN_SZEGED.rglob("*")}
-    message = raises_input_error(RPN_SZEGED, "timeseries.tsv")   # the time series carry no TR
+def test_real_rpn_szeged_dataset(shared_data):
+    root = shared_data / "rpn_szeged"
+    before = {p: p.stat().st_mtime_ns for p in root.rglob("*")}
+    message = raises_input_error(root, "timeseries.tsv")   # the time series carry no TR
     assert "--repetition-time" in message
-    cohort = Cohort.from_bids(RPN_SZEGED, repetition_time=2.5)
-    assert {p: p.stat().st_mtime_ns for p in RPN_SZEGED.rglob("*")} == before
+    cohort = Cohort.from_bids(root, repetition_time=2.5)
+    assert {p: p.stat().st_mtime_ns for p in root.rglob("*")} == before
     assert len(cohort) == 29 and cohort.groups is None
     assert set(cohort.sites) == {"szeged"} and cohort.has("pain_sensitivity")
     assert cohort.participants["age"].dtype == float
@@ -550,7 +548,10 @@ def test_real_rpn_szeged_dataset():
     assert len(confounds) == len(series) and confounds["framewise_displacement"].dtype == float
 
 
-def test_validation_is_fast(tmp_path, monkeypatch):
+def test_validation_reads_headers_not_data(tmp_path, monkeypatch):
+    """160 runs of 40 participants are checked by headers and gzip trailers: no file is
+    decompressed in full and each image is opened once (the speed this buys is a benchmark's
+    business, not a wall-clock assert that a busy machine can fail)."""
     labels = [f"{i:02d}" for i in range(40)]
     root = tmp_path / "bids"
     write_tsv(root / "participants.tsv", "participant_id\tgroup\n" + "".join(
@@ -574,11 +575,18 @@ def test_validation_is_fast(tmp_path, monkeypatch):
         raise AssertionError(f"{path} was decompressed: the gzip-trailer check should have sufficed")
 
     monkeypatch.setattr("painplast.cohort._gunzip_size", no_decompression)
-    start = time.perf_counter()
+    opened: list[str] = []
+    load = nib.load
+
+    def counting_load(path, *args, **kwargs):
+        opened.append(Path(path).name)
+        return load(path, *args, **kwargs)
+
+    monkeypatch.setattr(nib, "load", counting_load)
     cohort = Cohort.from_bids(root)
-    elapsed = time.perf_counter() - start
     assert sum(len(s.runs) for s in cohort) == 160
-    assert elapsed < 5.0, f"validation took {elapsed:.1f} s"
+    images = [p.name for p in prep.rglob("*.nii.gz")]
+    assert len(images) == 320 and sorted(opened) == sorted(images), (len(opened), len(images))
 
 
 def test_records_are_frozen_and_picklable(dataset):

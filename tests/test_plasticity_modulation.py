@@ -11,6 +11,7 @@ from painplast import atlas
 from painplast.cohort import Cohort
 from painplast.config import Config
 from painplast.plasticity import modulation as md
+from conftest import ONE_DRAW_ALPHA
 
 ROI_ONLY = Config(options={"modulation": {"voxelwise": False}})
 
@@ -60,7 +61,7 @@ def test_planted_effects_recovered(small):
     # planted size; agreement with the noise-free oracle above is the stricter check
     assert covered >= len(planted) - 3
     keys = {(e["feature"], e["contrast"]) for e in planted}
-    assert not [k for k, r in f.iterrows() if k not in keys and r.p_corrected < 0.05]
+    assert not [k for k, r in f.iterrows() if k not in keys and r.p_corrected < ONE_DRAW_ALPHA]
     assert res.figures["index_vs_score"][:4] == b"\x89PNG"
 
 
@@ -68,8 +69,15 @@ def test_reliability_against_truth(small):
     _, res, _, truth = small
     feats = res.tables["features"].set_index("participant_id")
     floors = {"modulation.dacc_index": 0.9, "modulation.insula_anterior_index": 0.9, "modulation.pag_racc_ppi": 0.6}
-    for r in atlas.PAIN_PROCESSING_REGIONS:   # unplanted regions: little true variance, only a positive floor
-        floors.setdefault(f"modulation.{r}_index", 0.0)
+    # unplanted regions: their truth still varies between participants (SD ~0.3 %), less than
+    # in the planted ones, so the measurement tracks it less closely. Floors: the 0.999 lower
+    # bound (Fisher z, n = 32) of the reliability seen here (0.95, 0.93, 0.90, 0.83, 0.74).
+    # The PAG index (0.28 here: a 6 mm sphere of a few 4 mm voxels) is left out: no floor above
+    # chance holds for it with that certainty on 32 participants.
+    floors.update({"modulation.s1_hand_index": 0.7, "modulation.s2_index": 0.7,
+                   "modulation.insula_posterior_index": 0.7, "modulation.thalamus_index": 0.5,
+                   "modulation.amygdala_index": 0.35})
+    assert set(floors) >= {f"modulation.{r}_index" for r in atlas.PAIN_PROCESSING_REGIONS} - {"modulation.pag_index"}
     for col, floor in floors.items():
         assert np.corrcoef(feats[col].astype(float), truth.loc[feats.index, col])[0, 1] > floor, col
 
@@ -77,4 +85,4 @@ def test_reliability_against_truth(small):
 def test_null_cohort_has_no_corrected_false_positive(null_cohort):
     cohort = Cohort.from_bids(null_cohort)
     res = md.group([md.subject(s, ROI_ONLY) for s in cohort], cohort, ROI_ONLY)
-    assert len(res.findings) > 0 and (res.findings.p_corrected >= 0.05).all()
+    assert len(res.findings) > 0 and (res.findings.p_corrected >= ONE_DRAW_ALPHA).all()

@@ -14,6 +14,7 @@ from painplast.config import Config
 from painplast.errors import InputError
 from painplast.plasticity import _secondlevel, structure
 from painplast.results import CLUSTERS_COLUMNS, FINDINGS_COLUMNS
+from conftest import ONE_DRAW_ALPHA
 
 ALPHA = 0.05
 
@@ -59,16 +60,23 @@ def test_findings_recover_planted_losses_and_age_without_false_positives(small):
     assert list(findings.columns) == list(FINDINGS_COLUMNS)
     assert set(zip(findings.feature, findings.contrast)) == set(structure.a_priori_tests())
     rows = findings.set_index(["feature", "contrast"])
-    for effect in _planted(truth, "patient-control") + _planted(truth, "age"):
+    effects = _planted(truth, "patient-control") + _planted(truth, "age")
+    covered = 0
+    for effect in effects:
         row = rows.loc[(effect["feature"], effect["contrast"])]
         # gray-matter losses survive Holm over the 34 rows; gm_total ~ age (r = -0.57 planted) is
         # significant uncorrected at n = 32 (Holm p ~ 0.054; the voxel-wise age map finds it)
         assert (row.p_corrected if effect["contrast"] != "age" else row.p) < ALPHA, (effect, row)
         assert np.sign(row.estimate) == effect["direction"], effect
-        # the planted (population) size lies in the 95% interval
-        assert row.ci_low <= effect["direction"] * effect["size"] <= row.ci_high, (effect, row)
+        covered += row.ci_low <= effect["direction"] * effect["size"] <= row.ci_high
+    # the planted (population) sizes lie in the 95% intervals: k of m, k the 0.001 quantile of
+    # Binomial(m, 0.95), so a method with 95% coverage passes with probability >= 0.999 (all
+    # five cover only 77% of the time); the coverage rate itself is checked over 1000 draws in
+    # tests/test_stats_effects.py
+    from scipy import stats
+    assert covered >= stats.binom.ppf(0.001, len(effects), 0.95), (covered, len(effects))
     planted = {(e["feature"], e["contrast"]) for e in _planted(truth)}
-    significant = findings[findings.p_corrected < ALPHA]
+    significant = findings[findings.p_corrected < ONE_DRAW_ALPHA]
     false = [k for k in zip(significant.feature, significant.contrast) if k not in planted]
     assert not false, false
 
@@ -132,7 +140,7 @@ def test_null_cohort_has_no_group_finding(null_cohort):
     config = config.replace(n_permutations=100)
     result = structure.group([structure.subject(s, config) for s in cohort], cohort, config)
     findings = result.findings
-    significant = findings[(findings.p_corrected < ALPHA) & (findings.contrast != "age")]
+    significant = findings[(findings.p_corrected < ONE_DRAW_ALPHA) & (findings.contrast != "age")]
     assert significant.empty, significant
     summary = result.tables["voxelwise"].set_index("contrast").loc["patient-control"]
     assert summary.min_p_fwe_tfce >= ALPHA

@@ -212,8 +212,12 @@ def run(bids_dir, output_dir, analysis_level, participant_label, session_label, 
     if participant:
         cohort.check_inputs(needs, required=config.modules if modules else ())
     _check_output_dir(bids_dir, output_dir)
-    if not participant:
+    if not participant:   # what the group level needs, checked before anything is written
         engine.check_group_inputs(cohort, config, output_dir)
+        if biomarkers:
+            from .biomarker.model import resolve_target
+            for target in biomarkers:
+                resolve_target(cohort.participants.reset_index(), target)
     _setup_logging(output_dir, verbose)
     log = logging.getLogger("painplast")
     for note in dict.fromkeys([str(w.message) for w in caught] + list(cohort.notes)):
