@@ -6,8 +6,11 @@ stages, with the noise of the images in them. For each feature we model the meas
 
     measured = alpha + beta * truth + scale_site * sigma * e,    e ~ N(0, 1), independent,
 
-where ``scale_site`` is the site's image-noise factor (``noise_scale`` for BOLD-derived
-features, ``gm_gain`` for gray matter; see :func:`painplast.simulate.latent.site_effects`).
+where ``scale_site`` is the site's noise factor (:data:`SITE_FACTOR`; see
+:func:`painplast.simulate.latent.site_effects`): ``noise_scale`` for task-fMRI features (a GLM
+coefficient's noise grows with the image noise), ``gm_gain`` for gray matter (segmentation
+noise), none for connectivity (a correlation's sampling noise is set by the number of volumes;
+the image noise attenuates the correlation instead, which ``beta`` absorbs).
 ``beta`` and ``sigma`` come from a calibration: ``benchmarks/calibrate_measurement.py`` simulates
 cohorts, runs painplast's participant level on their images and fits the model per feature by
 least squares of the measured on the noise-free value with site intercepts (``sigma`` is the
@@ -34,6 +37,9 @@ from .parameters import SimulationParameters
 #: Task whose images measure a module's features (structure: the anatomy).
 MODULE_TASK = {"sensitization": "pain", "reorganization": "somatotopy", "connectivity": "rest",
                "modulation": "modulation", "structure": None}
+#: Site factor of each module's measurement noise (None: the same at every site).
+SITE_FACTOR = {"sensitization": "noise_scale", "reorganization": "noise_scale",
+               "modulation": "noise_scale", "connectivity": None, "structure": "gm_gain"}
 #: Acquisition settings a calibration is tied to.
 ACQUISITION = ("resolution", "tr", "volumes_pain", "volumes_somatotopy", "volumes_modulation",
                "volumes_rest", "noise_percent", "smooth_noise_fraction", "noise_fwhm_mm",
@@ -62,10 +68,17 @@ class MeasurementModel:
             if col not in self.beta:
                 out[col] = feats[col].to_numpy(float)
                 continue
-            factor = sites["gm_gain" if col.startswith("structure.") else "noise_scale"][site_index]
+            factor = site_factor(col, sites, site_index)
             noise = rng.normal(0.0, 1.0, len(feats)) * self.sigma[col] * factor
             out[col] = self.beta[col] * feats[col].to_numpy(float) + noise
         return pd.DataFrame(out, index=feats.index)
+
+
+def site_factor(feature: str, sites: dict, site_index: np.ndarray) -> np.ndarray:
+    """Each participant's noise factor for ``feature`` (see :data:`SITE_FACTOR`)."""
+    name = SITE_FACTOR.get(feature.split(".", 1)[0], "noise_scale")
+    site_index = np.asarray(site_index)
+    return sites[name][site_index] if name else np.ones(len(site_index))
 
 
 def model_for(params: SimulationParameters) -> MeasurementModel | None:

@@ -104,33 +104,37 @@ class SimulationParameters:
     # age: gray-matter fraction lost per year (realistic, present also under null)
     gm_age_slope: float = 0.0035
 
-    # longitudinal design (design="longitudinal"): shares of the cohort (the rest are controls)
-    chronic_fraction: float = 0.4              # chronic patients, treated between the sessions
-    subacute_fraction: float = 0.3             # subacute patients, followed without treatment
+    # longitudinal design (design="longitudinal"): shares of the cohort (the rest are controls).
+    # The longitudinal defaults are at the upper end of what longitudinal pain studies report
+    # (benchmarks/longitudinal_power.py, docs/simulator.md): chosen so that 120 participants
+    # can find the planted changes; lower them for a harder, more typical cohort.
+    chronic_fraction: float = 0.45             # chronic patients, treated between the sessions
+    subacute_fraction: float = 0.2             # subacute patients, followed without treatment
     persisting_fraction: float = 0.5           # subacute patients whose pain persists
     followup_weeks: float = 26.0
-    # share of a treated patient's plasticity that reverses per 100% pain relief (reversal is
-    # proportional to relief, so non-responders' plasticity mostly persists); sensitization does
-    # not reverse by default (the longitudinal findings that define the field are GM, S1,
-    # connectivity and modulation: Rodriguez-Raecke 2009, Seminowicz 2011, Maihofner 2004)
-    reversal_structure: float = 1.0
-    reversal_reorganization: float = 1.0
-    reversal_connectivity: float = 1.0
-    reversal_modulation: float = 1.0
+    # share of a treated patient's plasticity that reverses per 100% pain relief, capped at all
+    # of it (2.0: responders with >= 50% relief return to the controls' state, the others part
+    # of the way; non-responders' plasticity mostly persists); sensitization does not reverse
+    # by default (the longitudinal findings that define the field are GM, S1, connectivity and
+    # modulation: Rodriguez-Raecke 2009, Seminowicz 2011, Maihofner 2004)
+    reversal_structure: float = 2.0
+    reversal_reorganization: float = 2.0
+    reversal_connectivity: float = 2.0
+    reversal_modulation: float = 2.0
     reversal_sensitization: float = 0.0
     # baseline mPFC-NAcc coupling of subacute patients whose pain persists, minus that of those
-    # who recover (SD units; Baliki et al. 2012: ~81-85% accuracy, i.e. d ~ 1.8)
-    persisting_mpfc_nacc: float = 2.0
-    # test-retest reliability of the latents between sessions (ICC of the noise-free feature of
-    # people who do not change): each session adds within-person noise with variance
-    # (1 - icc) / icc of the between-person variance. The measured feature's ICC is lower
-    # (image measurement noise): ground_truth.json records both.
-    retest_icc_response: float = 0.8           # regional pain responses (NPS within a day: 0.84)
-    retest_icc_slope: float = 0.7              # stimulus-response slopes
-    retest_icc_modulation: float = 0.7         # modulation indices and PPI
-    retest_icc_coupling: float = 0.7           # ROI-pair couplings (edge-level ICC is ~0.3)
+    # who recover (SD units; Baliki et al. 2012: ~81-85% accuracy, i.e. d ~ 1.8-2.1 measured)
+    persisting_mpfc_nacc: float = 2.6
+    # test-retest reliability of the noise-free features between sessions (ICC of people who
+    # do not change): each session adds within-person noise with variance (1 - icc) / icc of
+    # the between-person variance. The measured feature's ICC is lower (image measurement
+    # noise): ground_truth.json records both.
+    retest_icc_response: float = 0.9           # regional pain responses (NPS within a day: 0.84)
+    retest_icc_slope: float = 0.85             # stimulus-response slopes
+    retest_icc_modulation: float = 0.9         # modulation indices and PPI
+    retest_icc_coupling: float = 0.9           # ROI-pair couplings (single edges: ~0.3)
     retest_icc_gm: float = 0.97                # regional gray matter
-    retest_icc_somatotopy: float = 0.85        # hand-map positions and extents
+    retest_icc_somatotopy: float = 0.95        # hand-map positions and extents
 
     def __post_init__(self):
         object.__setattr__(self, "tasks", tuple(self.tasks))
