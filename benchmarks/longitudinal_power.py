@@ -1,6 +1,6 @@
 """Power of the longitudinal contrasts at the simulator's default sizes, from its latent model.
 
-usage: python benchmarks/longitudinal_power.py [--participants 120] [--sites 3] [--seeds 200]
+usage: python benchmarks/longitudinal_power.py [--participants 120] [--sites 3] [--seeds 200] [--first-seed 0]
                                                [--set PARAMETER=VALUE ...] [--null]
 
 What `benchmarks/power.py` does for the cross-sectional findings, for the longitudinal design:
@@ -116,6 +116,7 @@ def main(argv=None) -> int:
     ap.add_argument("--participants", type=int, default=120)
     ap.add_argument("--sites", type=int, default=3)
     ap.add_argument("--seeds", type=int, default=200)
+    ap.add_argument("--first-seed", type=int, default=0)
     ap.add_argument("--null", action="store_true")
     ap.add_argument("--set", action="append", default=[], metavar="PARAMETER=VALUE")
     args = ap.parse_args(argv)
@@ -130,7 +131,7 @@ def main(argv=None) -> int:
         if e["contrast"] in CONTRASTS:
             planted.setdefault(e["module"], []).append(e)
     tests = {m: list(dict.fromkeys(f for f, _ in rows)) for m, rows in module_tests().items()}
-    results = [one_seed(s, args, tests, planted) for s in range(args.seeds)]
+    results = [one_seed(s, args, tests, planted) for s in range(args.first_seed, args.first_seed + args.seeds)]
     summary = {}
     print(f"{args.participants} participants, {args.sites} sites, {args.seeds} seeds, longitudinal"
           f"{', null' if args.null else ''}; measurement: {truth['measurement'] and truth['measurement']['calibration']}")

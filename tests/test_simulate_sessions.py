@@ -132,3 +132,21 @@ def test_cross_sectional_sessions_and_runs(tmp_path):
 def test_bad_layout_options_name_the_flag(change, flag):
     with pytest.raises(InputError, match=re.escape(flag)):
         SimulationParameters(n_participants=24, **change).validate()
+
+
+def test_cli_simulate_writes_sessions_and_refuses_bad_layouts(tmp_path, capsys):
+    from painplast.cli import main
+
+    out = tmp_path / "sim"
+    args = ["simulate", str(out), "--participants", "4", "--sites", "1", "--resolution", "6",
+            "--sessions", "2", "--runs", "2", "--tasks", "rest", "--quiet", "--n-jobs", "1"]
+    assert main(args) == 0
+    assert (out / "derivatives/fmriprep/sub-004/ses-2/func/"
+            f"sub-004_ses-2_task-rest_run-2_space-{SPACE}_desc-preproc_bold.nii.gz").exists()
+    truth = json.loads((out / "derivatives/simulation/ground_truth.json").read_text())
+    assert truth["sessions"] == ["1", "2"] and truth["parameters"]["n_runs"] == 2 and "icc" in truth
+    bad = tmp_path / "bad"
+    assert main(["simulate", str(bad), "--design", "longitudinal", "--sessions", "3", "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--sessions" in err[0]
+    assert not bad.exists() and [p.name for p in tmp_path.iterdir()] == ["sim"]
