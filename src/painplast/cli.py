@@ -60,14 +60,23 @@ def cli() -> None:
 @click.option("--effect-scale", type=float, default=1.0, show_default=True, help="Multiply every planted effect.")
 @click.option("--null", is_flag=True, help="Plant no group, clinical or responder effect.")
 @click.option("--site-confound", type=float, default=0.0, show_default=True, help="0 = patients balanced across sites; 1 = confounded.")
+@click.option("--design", type=click.Choice(["cross-sectional", "longitudinal"]), default="cross-sectional", show_default=True,
+              help="longitudinal: ses-baseline and ses-followup; chronic patients treated in between, a subacute arm, controls.")
+@click.option("--sessions", "n_sessions", type=int, default=1, show_default=True,
+              help="Sessions per participant (ses-1, ses-2, ...: repeated measurements with test-retest noise).")
+@click.option("--runs", "n_runs", type=int, default=1, show_default=True, help="Runs of every task per session (run-1, run-2, ...).")
+@click.option("--tasks", default=None, help="Comma-separated tasks to write (default: pain,somatotopy,modulation,rest).")
 @click.option("--n-jobs", type=int, default=2, show_default=True, help="Participants simulated in parallel.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def simulate(out_dir, n_participants, n_sites, seed, resolution, effect_scale, null, site_confound, n_jobs, quiet):
+def simulate(out_dir, n_participants, n_sites, seed, resolution, effect_scale, null, site_confound,
+             design, n_sessions, n_runs, tasks, n_jobs, quiet):
     """Write a synthetic BIDS cohort with planted, recorded effects to OUT_DIR."""
-    from .simulate import SimulationParameters, simulate as _simulate
+    from .simulate import TASKS, SimulationParameters, simulate as _simulate
+    chosen = tuple(t.strip() for t in tasks.split(",") if t.strip()) if tasks else TASKS
     params = SimulationParameters(n_participants=n_participants, n_sites=n_sites, seed=seed,
                                   resolution=resolution, effect_scale=effect_scale, null=null,
-                                  site_confound=site_confound)
+                                  site_confound=site_confound, design=design, n_sessions=n_sessions,
+                                  n_runs=n_runs, tasks=chosen)
     _simulate(out_dir, params, n_jobs=n_jobs, progress=not quiet)
     click.echo(str(out_dir))
 

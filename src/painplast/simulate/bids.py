@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from .. import __version__
-from .parameters import TASKS, SimulationParameters
+from .parameters import SimulationParameters
 
 SPACE = "MNI152NLin2009cAsym"
 
@@ -90,6 +90,42 @@ PARTICIPANTS_JSON = {
                            "Levels": {"responder": ">= 30% pain reduction", "non-responder": "< 30% pain reduction"}},
 }
 
+#: participants.json entries of the longitudinal design's columns.
+LONGITUDINAL_JSON = {
+    "stage": {"Description": "Stage of the pain condition at baseline (n/a for controls)",
+              "Levels": {"chronic": "chronic pain, treated between the sessions",
+                         "subacute": "subacute pain (1-4 months), followed without treatment"}},
+    "pain_relief": {"Description": "Reduction of pain intensity from the baseline to the follow-up "
+                                   "session, percent of the baseline value (negative: worse)",
+                    "Units": "percent"},
+    "outcome": {"Description": "Course of a subacute patient's pain at follow-up (n/a otherwise)",
+                "Levels": {"persisting": "pain persisted (< 30% relief)",
+                           "recovering": "pain resolved (>= 60% relief)"}},
+}
+
+#: sub-*_sessions.json: the columns of sub-*_sessions.tsv (bids-validator 1.x accepts the
+#: sidecar beside each table, not at the root).
+SESSIONS_JSON = {
+    "session_id": {"Description": "Session identifier"},
+    "acq_time": {"Description": "Date and time of the session's first scan (simulated dates)"},
+    "pain_intensity": {"Description": "Clinical pain intensity at the session, numeric rating scale 0-10"},
+    "modulation_score": {"Description": "Behavioural conditioned pain modulation at the session "
+                                        "(see participants.json)"},
+}
+
+
+def participants_json(participants: pd.DataFrame, longitudinal: bool) -> dict:
+    """participants.json for the columns present (the cross-sectional text is unchanged)."""
+    import copy
+
+    table = copy.deepcopy(PARTICIPANTS_JSON)
+    if longitudinal:
+        table["diagnosis"]["Levels"]["subacute_back_pain"] = "subacute low back pain"
+        table["treatment_response"]["Description"] = ("Response of a chronic patient to a "
+                                                      "standardized therapy between the sessions")
+        table.update(LONGITUDINAL_JSON)
+    return {k: v for k, v in table.items() if k in participants}
+
 
 def write_dataset_files(root: Path, params: SimulationParameters, participants: pd.DataFrame,
                         n_slices: int) -> None:
@@ -109,14 +145,14 @@ def write_dataset_files(root: Path, params: SimulationParameters, participants: 
         f"{SPACE} space are in derivatives/fmriprep.\n\nParameters: {params.to_json()}\n")
     (root / "CHANGES").write_text(f"1.0.0 {'2026-01-01'}\n  - Simulated by painplast {__version__}.\n")
     write_tsv(root / "participants.tsv", participants)
-    write_json(root / "participants.json", {k: v for k, v in PARTICIPANTS_JSON.items() if k in participants})
-    for task in TASKS:
+    write_json(root / "participants.json", participants_json(participants, params.longitudinal))
+    for task in params.tasks:
         write_json(root / f"task-{task}_bold.json", {
             "TaskName": task, "RepetitionTime": params.tr, "TaskDescription": TASK_DESCRIPTIONS[task],
             "SliceTiming": [round(i * params.tr / n_slices, 4) for i in range(n_slices)],
             "MagneticFieldStrength": 3,
         })
-    for task in ("pain", "modulation"):
+    for task in [t for t in ("pain", "modulation") if t in params.tasks]:
         write_json(root / f"task-{task}_events.json", {
             "intensity": {"Description": "Thermode temperature", "Units": "degC"},
             "rating": {"Description": "Pain rating after the trial, 0-200 (100 = pain threshold), "
