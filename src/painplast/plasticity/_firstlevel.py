@@ -665,12 +665,12 @@ def _smooth(bold: BoldData, fwhm: float | None) -> np.ndarray:
     truncated at 4 standard deviations, image borders reflected), applied as
     :class:`_Smoother` does. Voxels outside the brain mask count as zero (no non-brain signal
     is smoothed into edge voxels; nilearn smooths the whole image, so on images with signal
-    outside the mask the edge voxels differ by design). The result is kept with the run while
-    :func:`shared_runs` holds it, so two designs fitted to one run smooth it once.
+    outside the mask the edge voxels differ by design). The result is kept with the run's
+    :class:`BoldData`, so two designs fitted to one run smooth it once.
     """
     if not fwhm:
         return bold.data
-    cache = bold.__dict__.setdefault("_smoothed", {}) if _SHARED is not None else {}
+    cache = bold.__dict__.setdefault("_smoothed", {})       # lives (and dies) with the run's data
     if float(fwhm) not in cache:
         out = _smoother(bold.mask.tobytes(), bold.shape, bold.affine.tobytes(), float(fwhm))(bold.data)
         out.flags.writeable = False
