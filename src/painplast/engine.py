@@ -461,10 +461,11 @@ def run_participant_level(cohort: Cohort, config: Config, out_dir: str | os.Path
     return summary
 
 
-def _run_dask(tasks, scheduler, dask_workers, record) -> None:
-    """Run ``process_stages`` tasks on dask.distributed; ``record`` each outcome as it arrives."""
+@contextlib.contextmanager
+def _dask_client(scheduler: str | None, dask_workers: int | None):
+    """A dask.distributed client of the scheduler at ``scheduler``, or of a local cluster."""
     try:
-        from dask.distributed import Client, LocalCluster, as_completed
+        from dask.distributed import Client, LocalCluster
     except ImportError:
         raise InputError("dask.distributed is not installed",
                          fix="pip install 'painplast[dask]', or use --n-jobs") from None
@@ -483,15 +484,51 @@ def _run_dask(tasks, scheduler, dask_workers, record) -> None:
         client = Client(cluster)
     try:
         client.run(_pin_threads)
+        yield client
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+
+
+def _run_dask(tasks, scheduler, dask_workers, record) -> None:
+    """Run ``process_stages`` tasks on dask.distributed; ``record`` each outcome as it arrives."""
+    from dask.distributed import as_completed
+
+    with _dask_client(scheduler, dask_workers) as client:
         futures = [client.submit(process_stages, *task, pure=False) for task in tasks]
         for future in as_completed(futures):
             for outcome in future.result():
                 record(outcome)
             future.release()
-    finally:
-        client.close()
-        if cluster is not None:
-            cluster.close()
+
+
+def _in_order(client):
+    """A ``map`` that runs each task on the cluster and returns the results in task order."""
+    def executor(function, tasks):
+        tasks = list(tasks)
+        data = client.scatter(tasks)          # large arrays travel once, not inside the graph
+        futures = client.map(function, data, pure=False)
+        try:
+            return client.gather(futures)
+        finally:
+            client.cancel(futures + list(data))
+    return executor
+
+
+@contextlib.contextmanager
+def _cluster_permutations(scheduler: str | None, dask_workers: int | None):
+    """Inside the block, permutation tests run their batches on the dask cluster (if one is given)."""
+    if not scheduler and not dask_workers:
+        yield
+        return
+    from .stats.permutation import permutation_executor
+    with _dask_client(scheduler, dask_workers) as client:
+        n_tasks = max(1, sum(client.nthreads().values()))
+        log.info("group level: permutations on %d dask worker thread(s) at %s", n_tasks,
+                 client.scheduler.address)
+        with permutation_executor(_in_order(client), n_tasks):
+            yield
 
 
 def load_subject_results(cohort: Cohort, module: str, out_dir: str | os.PathLike,
@@ -693,7 +730,8 @@ def check_group_inputs(cohort: Cohort, config: Config, out_dir: str | os.PathLik
 
 def run_group_level(cohort: Cohort, config: Config, out_dir: str | os.PathLike, *,
                     progress: bool = True, force: bool = False,
-                    session_label: Sequence[str] | str | None = None) -> dict[str, GroupResult]:
+                    session_label: Sequence[str] | str | None = None, scheduler: str | None = None,
+                    dask_workers: int | None = None) -> dict[str, GroupResult]:
     """Run each configured module's group stage on the subject results found in ``out_dir``.
 
     Cross-sectional statistics take one session per participant
@@ -712,6 +750,13 @@ def run_group_level(cohort: Cohort, config: Config, out_dir: str | os.PathLike, 
         Recompute even when the outputs are up to date.
     session_label : str or list of str, optional
         The session of the cross-sectional statistics (``--session-label``).
+    scheduler : str, optional
+        Address of a dask.distributed scheduler: the permutations of the voxel-wise tests and of
+        the NBS are spread over its workers
+        (:func:`painplast.stats.permutation.permutation_executor`); the results are the same as
+        in one process.
+    dask_workers : int, optional
+        The same on a local dask cluster of this many single-threaded workers.
 
     Returns
     -------
@@ -730,7 +775,7 @@ def run_group_level(cohort: Cohort, config: Config, out_dir: str | os.PathLike, 
     check_group_inputs(cohort, config, out_dir, sessions)
     out = {}
     from tqdm.auto import tqdm
-    with _exclusive(out_dir), _run_log(out_dir):
+    with _exclusive(out_dir), _run_log(out_dir), _cluster_permutations(scheduler, dask_workers):
         clean_temporaries(out_dir)
         for module in tqdm(config.modules, desc="group stages", unit="module", disable=not progress):
             input_hash = group_input_hash(cohort, config, module, out_dir, sessions)

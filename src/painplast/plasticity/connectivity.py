@@ -295,9 +295,19 @@ class Parcellation:
                                          shape=(n_vox, len(masks)))
         self.empty = np.asarray([not np.any(m) for m in masks], bool)
 
-    def means(self, data: np.ndarray) -> np.ndarray:
-        """(T, V) voxel data -> (T, R) region means."""
-        return np.asarray((self.weights.T @ np.asarray(data, np.float64).T).T)
+    def means(self, data: np.ndarray, chunk: int = 32) -> np.ndarray:
+        """(T, V) voxel data (float32 or float64) -> (T, R) region means, float64.
+
+        ``chunk`` volumes at a time are converted to float64, so a float32 run is never copied
+        whole (the sums are the same as on a float64 copy).
+        """
+        data = np.asarray(data)
+        weights_t = self.weights.T.tocsr()
+        out = np.empty((data.shape[0], self.weights.shape[1]), np.float64)
+        for start in range(0, data.shape[0], chunk):
+            block = np.asarray(data[start:start + chunk], np.float64)
+            out[start:start + chunk] = (weights_t @ block.T).T
+        return out
 
 
 def _in_mask(masks_full: Sequence[np.ndarray], brain: np.ndarray) -> list[np.ndarray]:
