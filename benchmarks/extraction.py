@@ -7,7 +7,9 @@ from the 4-D image on disk, cleaned as the connectivity module cleans them (the 
 confounds strategy, scrubbing sample mask, detrending, high-pass filter, z-scoring):
 
 * spheres: the 24 pain-system ROIs (6 mm, inside the brain mask, overlapping allowed):
-  painplast's ``pain_parcellation`` vs nilearn's ``NiftiSpheresMasker``;
+  painplast's ``pain_parcellation`` vs nilearn's ``NiftiSpheresMasker`` (with ``dtype="float64"``:
+  by default it stores the sphere means in the image's data type, so an int16 image's means are
+  truncated to integers);
 * labels: a label image of 300 regions (brain voxels within 10 mm of the nearest Seitzman
   coordinate, written to disk once): painplast's ``network_parcellation`` vs nilearn's
   ``NiftiLabelsMasker``.
@@ -86,8 +88,10 @@ def main(argv=None) -> int:
         return conn.clean(parc.means(bold.data), confounds, keep, tr, opts["high_pass"], opts["low_pass"])
 
     def nilearn_spheres():
+        # dtype: without it the masker stores sphere means in the image's dtype (int16 here:
+        # truncated to integers); float64 as painplast's means
         masker = NiftiSpheresMasker([r.center for r in atlas.PAIN_ROIS], radius=6.0, mask_img=mask_img,
-                                    allow_overlap=True, **cleaning)
+                                    allow_overlap=True, dtype="float64", **cleaning)
         return masker.fit_transform(str(run.bold), confounds=confounds, sample_mask=sample_mask)
 
     def nilearn_labels():

@@ -295,6 +295,34 @@ class Parcellation:
                                          shape=(n_vox, len(masks)))
         self.empty = np.asarray([not np.any(m) for m in masks], bool)
 
+    @classmethod
+    def from_labels(cls, names, networks, coords, labels: np.ndarray, values: Sequence[int]) -> "Parcellation":
+        """Regions of a label image: ``labels`` (V,) holds each in-mask voxel's label, region r is
+        the voxels labelled ``values[r]`` (no full-grid mask per region is made).
+
+        Examples
+        --------
+        >>> parc = Parcellation.from_labels(["a", "b"], ["n", "n"], None, np.array([1, 1, 2]), [1, 2])
+        >>> parc.means(np.array([[1.0, 3.0, 5.0]])).tolist()
+        [[2.0, 5.0]]
+        """
+        values = np.asarray(values)
+        labels = np.asarray(labels)
+        order = np.argsort(values)
+        pos = np.searchsorted(values[order], labels)
+        pos = np.clip(pos, 0, len(values) - 1)
+        hit = values[order][pos] == labels
+        voxels = np.flatnonzero(hit)
+        regions = order[pos[hit]]
+        counts = np.bincount(regions, minlength=len(values))
+        self = cls.__new__(cls)
+        self.names = list(names)
+        self.networks = list(networks)
+        self.coords = None if coords is None else np.asarray(coords, float)
+        self.weights = sparse.csr_matrix((1.0 / counts[regions], (voxels, regions)), shape=(labels.size, len(values)))
+        self.empty = counts == 0
+        return self
+
     def means(self, data: np.ndarray, chunk: int = 32) -> np.ndarray:
         """(T, V) voxel data (float32 or float64) -> (T, R) region means, float64.
 
@@ -393,11 +421,13 @@ def network_parcellation(spec: str, shape, affine, brain) -> Parcellation:
         raise InputError(f"atlas '{spec}' is neither a known coordinate atlas nor a file", path=path,
                          fix="use power, dosenbach, seitzman, or the path of a label image (NIfTI)")
     try:
-        img = atlas.resample_labels(str(path), (nib.Nifti1Image(np.zeros(shape, np.int8), affine)))
+        img = nib.load(str(path))
+        if not (tuple(img.shape[:3]) == tuple(shape) and np.allclose(img.affine, affine, atol=1e-4)):
+            img = atlas.resample_labels(img, (nib.Nifti1Image(np.zeros(shape, np.int8), affine)))
+        labels = np.rint(np.asarray(img.dataobj)).astype(int).reshape(tuple(shape))
     except Exception as error:  # nibabel / nilearn raise several types
         raise InputError(f"cannot read the label image ({error})", path=path,
                          fix="give an integer label image in MNI space") from None
-    labels = np.rint(np.asarray(img.dataobj)).astype(int)
     values = [v for v in np.unique(labels) if v > 0]
     names = [f"label_{v:03d}" for v in values]
     networks = ["unlabelled"] * len(values)
@@ -411,11 +441,10 @@ def network_parcellation(spec: str, shape, affine, brain) -> Parcellation:
     from scipy import ndimage
     centres = ndimage.center_of_mass(np.ones(shape), labels, values) if values else []
     coords = [tuple(affine[:3, :3] @ np.asarray(c) + affine[:3, 3]) for c in centres]
-    masks = [labels == v for v in values]
-    if not masks:
+    if not values:
         raise InputError("the label image has no labels above 0 on the BOLD grid", path=path,
                          fix="give an integer label image that overlaps the brain")
-    return Parcellation(names, networks, coords, _in_mask(masks, brain))
+    return Parcellation.from_labels(names, networks, coords, labels[brain], values)
 
 
 def _label_table(path: Path) -> pd.DataFrame | None:
