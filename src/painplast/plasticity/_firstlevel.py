@@ -233,7 +233,6 @@ def _read_masked(img, path: str, mask: np.ndarray, chunk_bytes: int = 1 << 26) -
     if not simple:
         arr = np.asarray(proxy, dtype=np.float32)
         return np.ascontiguousarray(arr.reshape(-1, n_t, order="F")[index].T)
-    import gzip
     dtype = np.dtype(proxy.dtype)
     n_vox = int(np.prod(shape[:3]))
     per_chunk = max(1, chunk_bytes // (n_vox * dtype.itemsize))
@@ -242,15 +241,51 @@ def _read_masked(img, path: str, mask: np.ndarray, chunk_bytes: int = 1 << 26) -
     slope, inter = np.asanyarray(proxy.slope), np.asanyarray(proxy.inter)   # as ArrayProxy._get_scaled
     slope = slope.astype(np.float32) if np.can_cast(slope, np.float32) else slope
     inter = inter.astype(np.float32) if np.can_cast(inter, np.float32) else inter
-    with (gzip.open(path, "rb") if gz else open(path, "rb")) as handle:
-        _read_exactly(handle, memoryview(bytearray(int(proxy.offset))), path) if proxy.offset else None
+    # gather in file order (monotonic, cache-friendly), then reorder the (k, V) rows to C order
+    in_file = np.sort(index)
+    rank = np.empty(index.size, np.intp)
+    rank[np.argsort(index, kind="stable")] = np.arange(index.size)
+    with open(path, "rb") as raw:
+        handle = _Inflate(raw) if gz else raw
+        if proxy.offset:
+            _read_exactly(handle, memoryview(bytearray(int(proxy.offset))), path)
         for t0 in range(0, n_t, per_chunk):
             k = min(per_chunk, n_t - t0)
             _read_exactly(handle, view[:k * n_vox * dtype.itemsize], path)
             vols = np.frombuffer(buf, dtype, count=k * n_vox).reshape(k, n_vox)
-            values = np.take(vols, index, axis=1)
+            values = np.take(np.take(vols, in_file, axis=1), rank, axis=1)
             out[t0:t0 + k] = apply_read_scaling(values, slope, inter)
     return out
+
+
+class _Inflate:
+    """``readinto`` over a gzip file (one or more members), decompressed with zlib in large blocks."""
+
+    def __init__(self, handle, block: int = 1 << 22):
+        import zlib
+        self._zlib = zlib
+        self.handle, self.block = handle, block
+        self.inflater = zlib.decompressobj(31)
+        self.tail = b""
+
+    def readinto(self, view: memoryview) -> int:
+        n, want = 0, len(view)
+        while n < want:
+            if self.inflater.eof:                     # next gzip member, if any
+                rest = self.inflater.unused_data or self.handle.read(self.block)
+                if not rest:
+                    break
+                self.inflater = self._zlib.decompressobj(31)
+                self.tail = rest
+            if not self.tail:
+                self.tail = self.handle.read(self.block)
+                if not self.tail:
+                    break
+            out = self.inflater.decompress(self.tail, want - n)
+            self.tail = self.inflater.unconsumed_tail
+            view[n:n + len(out)] = out
+            n += len(out)
+        return n
 
 
 def _read_exactly(handle, view: memoryview, path: str) -> None:
