@@ -186,8 +186,8 @@ def _with_confounds(config: Config, strategy: str | None) -> Config:
 @click.option("--atlas", default=None, help="Connectivity atlas: pain, power, dosenbach, seitzman, or a label image.")
 @click.option("--signature", "signatures", multiple=True, type=click.Path(path_type=Path), help="Pattern weight map (NIfTI) for signature responses; repeatable.")
 @click.option("--n-jobs", type=int, default=1, show_default=True, help="Worker processes (joblib).")
-@click.option("--scheduler", default=None, help="dask.distributed scheduler address (tcp://HOST:PORT).")
-@click.option("--dask-workers", type=int, default=None, help="Start a local dask cluster with N workers.")
+@click.option("--scheduler", default=None, help="dask.distributed scheduler address (tcp://HOST:PORT): participant stages, or the group level's permutations, run on its workers.")
+@click.option("--dask-workers", type=int, default=None, help="Start a local dask cluster with N workers (participant stages or group permutations).")
 @click.option("--biomarker", "biomarkers", multiple=True, help="Build a biomarker for diagnosis, treatment or a participants column (group level); repeatable.")
 @click.option("--biomarker-features", type=click.Choice(["a-priori", "all"]), default=None,
               help="Biomarker features: the modules' a-priori features (their findings rows; default) or all subject features.")
@@ -238,7 +238,8 @@ def run(bids_dir, output_dir, analysis_level, participant_label, session_label, 
         click.echo(f"participant level: {len(summary.done)} done, {len(summary.skipped_existing)} "
                    f"already done, {len(summary.failed)} skipped ({summary.seconds:.1f} s)")
     else:
-        engine.run_group_level(cohort, config, output_dir, progress=not quiet)
+        engine.run_group_level(cohort, config, output_dir, progress=not quiet, scheduler=scheduler,
+                               dask_workers=dask_workers)
         for target in biomarkers:
             engine.run_biomarker(cohort, config, output_dir, target, runner=_biomarker)
         _maybe_report(output_dir)

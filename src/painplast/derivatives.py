@@ -105,11 +105,22 @@ def write_npy(path: Path, array: np.ndarray) -> None:
 
 
 def file_checksum(path: Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(chunk), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    """SHA-256 of a file, remembered per process while its size, inode and mtime are unchanged
+    (every module's sidecar lists the checksums of all its participant-session's inputs)."""
+    stat = os.stat(path)
+    key = (str(path), stat.st_size, stat.st_ino, stat.st_mtime_ns)
+    if key not in _CHECKSUMS:
+        digest = hashlib.sha256()
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(chunk), b""):
+                digest.update(block)
+        if len(_CHECKSUMS) > 4096:
+            _CHECKSUMS.clear()
+        _CHECKSUMS[key] = digest.hexdigest()
+    return _CHECKSUMS[key]
+
+
+_CHECKSUMS: dict[tuple, str] = {}
 
 
 class Derivatives:

@@ -2,8 +2,10 @@
 
 :func:`run_participant_level` maps each module's ``subject`` stage over participants, serially,
 with joblib worker processes (``n_jobs``) or on dask.distributed (``scheduler`` address, or
-``dask_workers`` for a local cluster). It streams: a task is one participant and one module,
-the worker reads that participant's images, writes the result atomically
+``dask_workers`` for a local cluster). It streams: a task is one participant-session and one
+module, or the few modules of a participant-session that read the same BOLD file
+(:func:`engine_tasks`; that file is then read once, :func:`process_stages`). The worker reads
+that participant's images, writes the result atomically
 (:class:`~painplast.derivatives.Derivatives`) and returns only a short outcome, so one
 participant's images are in memory per worker whatever the cohort size.
 
@@ -54,7 +56,8 @@ from .errors import InputError
 from .results import GroupResult, SubjectResult
 
 __all__ = ["Summary", "run_participant_level", "run_group_level", "run_biomarker", "check_group_inputs",
-           "clean_temporaries", "process_one", "load_subject_results", "left_out"]
+           "clean_temporaries", "process_one", "process_stages", "engine_tasks", "load_subject_results",
+           "left_out"]
 
 log = logging.getLogger("painplast")
 
@@ -257,6 +260,83 @@ def process_one(stage: Callable[[Subject, Config], SubjectResult], subject: Subj
     return unit, module, None, time.perf_counter() - t0
 
 
+def engine_tasks(todo: Sequence[tuple[Subject, str]],
+                 tasks: Mapping[str, str | None]) -> list[tuple[Subject, list[str]]]:
+    """Group the stages to run into engine tasks: the modules of one participant-session that read
+    a common BOLD file run in one task (which reads the file once), every other stage alone.
+
+    Parameters
+    ----------
+    todo : sequence of (Subject, module)
+        The stages to run, in order.
+    tasks : mapping
+        ``{module: the task it reads}`` (its declaration's ``task``; None for anatomical data).
+
+    Returns
+    -------
+    list of (Subject, list of module)
+        In the order of each group's first stage; modules in ``todo`` order.
+
+    Examples
+    --------
+    >>> from painplast.cohort import Cohort
+    >>> unit = Cohort.from_bids(bids_dir).units()[0]
+    >>> groups = engine_tasks([(unit, "sensitization"), (unit, "structure"), (unit, "modulation")],
+    ...                       {"sensitization": "pain", "structure": None, "modulation": "pain"})
+    >>> [modules for _, modules in groups]       # both read the pain run: one task
+    [['sensitization', 'modulation'], ['structure']]
+    """
+    groups: list[tuple[Subject, list[str], set]] = []
+    open_groups: dict[tuple, list[int]] = {}
+    for unit, module in todo:
+        task = tasks.get(module)
+        files = {str(r.bold) for r in unit.runs_for(task) if r.bold is not None} if task else set()
+        key = (unit.participant_id, unit.session)
+        shared = [i for i in open_groups.get(key, []) if files & groups[i][2]]
+        if not shared:
+            open_groups.setdefault(key, []).append(len(groups))
+            groups.append((unit, [module], set(files)))
+            continue
+        first = shared[0]
+        groups[first][1].append(module)
+        groups[first][2].update(files)
+        for i in shared[1:]:             # a module that links two groups joins them
+            groups[first][1].extend(groups[i][1])
+            groups[first][2].update(groups[i][2])
+            groups[i][1].clear()
+            open_groups[key].remove(i)
+    order = {m: i for i, (_, m) in enumerate(todo)}
+    return [(unit, sorted(modules, key=lambda m: order[m])) for unit, modules, _ in groups if modules]
+
+
+def process_stages(stages: Sequence[tuple[Callable, str, str | None]], subject: Subject, config: Config,
+                   out_dir: str, checksums: bool = True) -> list[tuple[str, str, str | None, float]]:
+    """Run several modules' subject stages for one participant-session in this process.
+
+    Several stages share the BOLD runs they read (:func:`painplast.plasticity._firstlevel.shared_runs`):
+    each image is read once. Each stage writes its own outputs and sidecar exactly as
+    :func:`process_one` does alone.
+
+    Parameters
+    ----------
+    stages : sequence of (stage, module, task)
+    subject, config, out_dir, checksums
+        As for :func:`process_one`.
+
+    Returns
+    -------
+    list
+        One :func:`process_one` outcome per stage, in order.
+    """
+    if len(stages) == 1:
+        stage, module, task = stages[0]
+        return [process_one(stage, subject, module, config, out_dir, checksums, task)]
+    from .plasticity._firstlevel import shared_runs
+    with shared_runs():
+        return [process_one(stage, subject, module, config, out_dir, checksums, task)
+                for stage, module, task in stages]
+
+
 def _stages(modules: Iterable[str]) -> dict[str, tuple[Callable, str | None]]:
     """The ``subject`` stage and task of each installed module among ``modules`` (imported only here)."""
     out = {}
@@ -356,19 +436,21 @@ def run_participant_level(cohort: Cohort, config: Config, out_dir: str | os.Path
             if remaining[unit] == 0:
                 bar_p.update()
 
-        tasks = [(stages[module][0], unit, module, config, str(out_dir), True, stages[module][1])
-                 for unit, module in todo]
+        tasks = [([(stages[m][0], m, stages[m][1]) for m in modules], unit, config, str(out_dir), True)
+                 for unit, modules in engine_tasks(todo, {m: t for m, (_, t) in stages.items()})]
         try:
             if scheduler or dask_workers:
                 _run_dask(tasks, scheduler, dask_workers, record)
             elif n_jobs == 1 or len(tasks) <= 1:
                 for task in tasks:
-                    record(process_one(*task))
+                    for outcome in process_stages(*task):
+                        record(outcome)
             else:
                 from joblib import Parallel, delayed
-                for outcome in Parallel(n_jobs=n_jobs, return_as="generator_unordered")(
-                        delayed(process_one)(*task) for task in tasks):
-                    record(outcome)
+                for outcomes in Parallel(n_jobs=n_jobs, return_as="generator_unordered")(
+                        delayed(process_stages)(*task) for task in tasks):
+                    for outcome in outcomes:
+                        record(outcome)
         finally:
             bar_s.close()
             bar_p.close()
@@ -379,10 +461,11 @@ def run_participant_level(cohort: Cohort, config: Config, out_dir: str | os.Path
     return summary
 
 
-def _run_dask(tasks, scheduler, dask_workers, record) -> None:
-    """Run ``process_one`` tasks on dask.distributed; ``record`` each outcome as it arrives."""
+@contextlib.contextmanager
+def _dask_client(scheduler: str | None, dask_workers: int | None):
+    """A dask.distributed client of the scheduler at ``scheduler``, or of a local cluster."""
     try:
-        from dask.distributed import Client, LocalCluster, as_completed
+        from dask.distributed import Client, LocalCluster
     except ImportError:
         raise InputError("dask.distributed is not installed",
                          fix="pip install 'painplast[dask]', or use --n-jobs") from None
@@ -401,14 +484,51 @@ def _run_dask(tasks, scheduler, dask_workers, record) -> None:
         client = Client(cluster)
     try:
         client.run(_pin_threads)
-        futures = [client.submit(process_one, *task, pure=False) for task in tasks]
-        for future in as_completed(futures):
-            record(future.result())
-            future.release()
+        yield client
     finally:
         client.close()
         if cluster is not None:
             cluster.close()
+
+
+def _run_dask(tasks, scheduler, dask_workers, record) -> None:
+    """Run ``process_stages`` tasks on dask.distributed; ``record`` each outcome as it arrives."""
+    from dask.distributed import as_completed
+
+    with _dask_client(scheduler, dask_workers) as client:
+        futures = [client.submit(process_stages, *task, pure=False) for task in tasks]
+        for future in as_completed(futures):
+            for outcome in future.result():
+                record(outcome)
+            future.release()
+
+
+def _in_order(client):
+    """A ``map`` that runs each task on the cluster and returns the results in task order."""
+    def executor(function, tasks):
+        tasks = list(tasks)
+        data = client.scatter(tasks)          # large arrays travel once, not inside the graph
+        futures = client.map(function, data, pure=False)
+        try:
+            return client.gather(futures)
+        finally:
+            client.cancel(futures + list(data))
+    return executor
+
+
+@contextlib.contextmanager
+def _cluster_permutations(scheduler: str | None, dask_workers: int | None):
+    """Inside the block, permutation tests run their batches on the dask cluster (if one is given)."""
+    if not scheduler and not dask_workers:
+        yield
+        return
+    from .stats.permutation import permutation_executor
+    with _dask_client(scheduler, dask_workers) as client:
+        n_tasks = max(1, sum(client.nthreads().values()))
+        log.info("group level: permutations on %d dask worker thread(s) at %s", n_tasks,
+                 client.scheduler.address)
+        with permutation_executor(_in_order(client), n_tasks):
+            yield
 
 
 def load_subject_results(cohort: Cohort, module: str, out_dir: str | os.PathLike,
@@ -610,7 +730,8 @@ def check_group_inputs(cohort: Cohort, config: Config, out_dir: str | os.PathLik
 
 def run_group_level(cohort: Cohort, config: Config, out_dir: str | os.PathLike, *,
                     progress: bool = True, force: bool = False,
-                    session_label: Sequence[str] | str | None = None) -> dict[str, GroupResult]:
+                    session_label: Sequence[str] | str | None = None, scheduler: str | None = None,
+                    dask_workers: int | None = None) -> dict[str, GroupResult]:
     """Run each configured module's group stage on the subject results found in ``out_dir``.
 
     Cross-sectional statistics take one session per participant
@@ -629,6 +750,13 @@ def run_group_level(cohort: Cohort, config: Config, out_dir: str | os.PathLike, 
         Recompute even when the outputs are up to date.
     session_label : str or list of str, optional
         The session of the cross-sectional statistics (``--session-label``).
+    scheduler : str, optional
+        Address of a dask.distributed scheduler: the permutations of the voxel-wise tests and of
+        the NBS are spread over its workers
+        (:func:`painplast.stats.permutation.permutation_executor`); the results are the same as
+        in one process.
+    dask_workers : int, optional
+        The same on a local dask cluster of this many single-threaded workers.
 
     Returns
     -------
@@ -647,7 +775,7 @@ def run_group_level(cohort: Cohort, config: Config, out_dir: str | os.PathLike, 
     check_group_inputs(cohort, config, out_dir, sessions)
     out = {}
     from tqdm.auto import tqdm
-    with _exclusive(out_dir), _run_log(out_dir):
+    with _exclusive(out_dir), _run_log(out_dir), _cluster_permutations(scheduler, dask_workers):
         clean_temporaries(out_dir)
         for module in tqdm(config.modules, desc="group stages", unit="module", disable=not progress):
             input_hash = group_input_hash(cohort, config, module, out_dir, sessions)

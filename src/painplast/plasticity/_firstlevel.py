@@ -27,6 +27,7 @@ import contextlib
 import io
 import warnings
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Mapping, Sequence
 
 import nibabel as nib
@@ -40,7 +41,7 @@ from ..errors import InputError
 __all__ = ["BoldData", "load_bold", "confounds", "design_matrix", "roi_timeseries", "fit_timeseries",
            "fit_roi", "fit_voxelwise", "region_masks", "percent_signal", "level_name",
            "DEFAULT_CONFOUNDS", "ContrastMaps", "contrast_maps", "fixed_effects", "fixed_effects_table",
-           "task_runs"]
+           "task_runs", "glm_contrasts", "shared_runs"]
 
 #: Default confound strategy: Friston-24 motion, mean white-matter and CSF signals, and one spike
 #: regressor per volume with framewise displacement above 0.5 mm (scrubbing).
@@ -123,35 +124,178 @@ def load_bold(run, mask_img=None) -> BoldData:
     if run.bold is None:
         raise InputError(f"run {run.name} has no preprocessed BOLD image",
                          fix="give the fMRIPrep derivatives folder with desc-preproc_bold images")
+    key = (str(run.bold), str(run.mask), id(mask_img) if mask_img is not None else None)
+    if _SHARED is not None and key in _SHARED:
+        return _SHARED[key]
     try:
         img = nib.load(str(run.bold))
-        arr = np.asarray(img.dataobj, dtype=np.float32)
+        shape = tuple(int(s) for s in img.shape)
     except Exception as error:  # nibabel raises several types for broken files
         raise InputError(f"cannot read the BOLD image ({error})", path=run.bold,
                          fix="re-run fMRIPrep or replace the file") from None
-    if arr.ndim != 4 or arr.shape[3] < 10:
-        raise InputError(f"the BOLD image has shape {arr.shape}, not a 4-D series of at least 10 volumes",
+    if len(shape) != 4 or shape[3] < 10:
+        raise InputError(f"the BOLD image has shape {shape}, not a 4-D series of at least 10 volumes",
                          path=run.bold, fix="give the 4-D desc-preproc_bold series")
     if mask_img is None and run.mask is not None:
         mask_img = nib.load(str(run.mask))
-    if mask_img is not None:
-        mask = np.asarray(mask_img.dataobj) > 0.5
-        if mask.shape[:3] != arr.shape[:3]:
-            from nilearn.image import resample_to_img
-            mask = resample_to_img(mask_img, nib.Nifti1Image(arr[..., 0], img.affine),
-                                   interpolation="nearest", force_resample=True,
-                                   copy_header=True).get_fdata() > 0.5
-        mask = mask.reshape(arr.shape[:3])
-    else:
-        mean = arr.mean(axis=3)
-        mask = mean > 0.2 * np.percentile(mean[mean > 0], 98) if (mean > 0).any() else mean != 0
-    mask &= np.all(np.isfinite(arr), axis=3) if not np.isfinite(arr).all() else True
+    try:
+        if mask_img is not None:
+            mask = np.asarray(mask_img.dataobj) > 0.5
+            if mask.shape[:3] != shape[:3]:
+                from nilearn.image import resample_to_img
+                mask = resample_to_img(mask_img, nib.Nifti1Image(np.zeros(shape[:3], np.uint8), img.affine),
+                                       interpolation="nearest", force_resample=True,
+                                       copy_header=True).get_fdata() > 0.5
+            mask = mask.reshape(shape[:3])
+            data = _read_masked(img, str(run.bold), mask)
+        else:
+            arr = np.asarray(img.dataobj, dtype=np.float32)
+            mean = arr.mean(axis=3)
+            mask = mean > 0.2 * np.percentile(mean[mean > 0], 98) if (mean > 0).any() else mean != 0
+            data = np.ascontiguousarray(arr[mask].T)
+            del arr, mean
+    except InputError:
+        raise
+    except Exception as error:
+        raise InputError(f"cannot read the BOLD image ({error})", path=run.bold,
+                         fix="re-run fMRIPrep or replace the file") from None
+    finite = np.isfinite(data).all(axis=0)
+    if not finite.all():  # voxels with NaN or inf at any time are left out of the mask
+        inside = mask.copy()
+        mask[inside] = finite
+        data = np.ascontiguousarray(data[:, finite])
     tr = run.repetition_time or float(img.header.get_zooms()[3])
     if not tr or tr <= 0:
         raise InputError("the repetition time is unknown", path=run.bold,
                          fix="add RepetitionTime to the BOLD JSON sidecar")
-    data = np.ascontiguousarray(arr[mask].T)
-    return BoldData(data, mask, np.asarray(img.affine, float), float(tr), str(run.bold))
+    data.flags.writeable = False       # shared between the stages of one engine task: never changed
+    bold = BoldData(data, mask, np.asarray(img.affine, float), float(tr), str(run.bold))
+    if _SHARED is not None:
+        _SHARED[key] = bold
+    return bold
+
+
+#: Runs loaded inside :func:`shared_runs` (None outside it).
+_SHARED: dict | None = None
+
+
+@contextlib.contextmanager
+def shared_runs():
+    """Keep every run :func:`load_bold` reads (and its smoothed copies) until the block ends.
+
+    The engine runs the modules of one participant-session that read the same BOLD file inside
+    one such block, so each 4-D image is decompressed and masked once however many modules use
+    it; outside a block every call reads the file. Blocks do not nest (an inner block shares the
+    outer one's runs).
+
+    Examples
+    --------
+    >>> from painplast.cohort import Cohort
+    >>> run = Cohort.from_bids(bids_dir).subject("sub-001").run("pain")
+    >>> with shared_runs():
+    ...     load_bold(run) is load_bold(run)
+    True
+    >>> load_bold(run) is load_bold(run)
+    False
+    """
+    global _SHARED
+    if _SHARED is not None:
+        yield
+        return
+    _SHARED = {}
+    try:
+        yield
+    finally:
+        _SHARED = None
+
+
+def _read_masked(img, path: str, mask: np.ndarray, chunk_bytes: int = 1 << 26) -> np.ndarray:
+    """The in-mask voxels of every volume of a 4-D NIfTI image as a (T, V) float32 array.
+
+    The file is streamed a few volumes at a time (each volume is contiguous on disk: NIfTI data
+    are in Fortran order) and only the mask's voxels are kept, so memory holds the (T, V) result
+    and one chunk, never the whole 4-D array; values are scaled with the header's slope and
+    intercept exactly as nibabel scales them (``img.dataobj``). Images nibabel reads another
+    way (other compressions, non-NIfTI formats) go through nibabel.
+    """
+    from nibabel.arrayproxy import ArrayProxy
+    from nibabel.volumeutils import apply_read_scaling
+
+    proxy = img.dataobj
+    shape = tuple(int(s) for s in img.shape)
+    index = np.ravel_multi_index(np.nonzero(mask), shape[:3], order="F")   # voxels in C order, as mask indexing
+    n_t = shape[3]
+    out = np.empty((n_t, index.size), np.float32)
+    with open(path, "rb") as raw:
+        gz = raw.read(2) == b"\x1f\x8b"
+    simple = (isinstance(proxy, ArrayProxy) and getattr(proxy, "order", "F") == "F"
+              and isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)) and (gz or not path.endswith((".bz2", ".zst"))))
+    if not simple:
+        arr = np.asarray(proxy, dtype=np.float32)
+        return np.ascontiguousarray(arr.reshape(-1, n_t, order="F")[index].T)
+    dtype = np.dtype(proxy.dtype)
+    n_vox = int(np.prod(shape[:3]))
+    per_chunk = max(1, chunk_bytes // (n_vox * dtype.itemsize))
+    buf = bytearray(per_chunk * n_vox * dtype.itemsize)
+    view = memoryview(buf)
+    slope, inter = np.asanyarray(proxy.slope), np.asanyarray(proxy.inter)   # as ArrayProxy._get_scaled
+    slope = slope.astype(np.float32) if np.can_cast(slope, np.float32) else slope
+    inter = inter.astype(np.float32) if np.can_cast(inter, np.float32) else inter
+    # gather in file order (monotonic, cache-friendly), then reorder the (k, V) rows to C order
+    in_file = np.sort(index)
+    rank = np.empty(index.size, np.intp)
+    rank[np.argsort(index, kind="stable")] = np.arange(index.size)
+    with open(path, "rb") as raw:
+        handle = _Inflate(raw) if gz else raw
+        if proxy.offset:
+            _read_exactly(handle, memoryview(bytearray(int(proxy.offset))), path)
+        for t0 in range(0, n_t, per_chunk):
+            k = min(per_chunk, n_t - t0)
+            _read_exactly(handle, view[:k * n_vox * dtype.itemsize], path)
+            vols = np.frombuffer(buf, dtype, count=k * n_vox).reshape(k, n_vox)
+            values = np.take(np.take(vols, in_file, axis=1), rank, axis=1)
+            out[t0:t0 + k] = apply_read_scaling(values, slope, inter)
+    return out
+
+
+class _Inflate:
+    """``readinto`` over a gzip file (one or more members), decompressed with zlib in large blocks."""
+
+    def __init__(self, handle, block: int = 1 << 22):
+        import zlib
+        self._zlib = zlib
+        self.handle, self.block = handle, block
+        self.inflater = zlib.decompressobj(31)
+        self.tail = b""
+
+    def readinto(self, view: memoryview) -> int:
+        n, want = 0, len(view)
+        while n < want:
+            if self.inflater.eof:                     # next gzip member, if any
+                rest = self.inflater.unused_data or self.handle.read(self.block)
+                if not rest:
+                    break
+                self.inflater = self._zlib.decompressobj(31)
+                self.tail = rest
+            if not self.tail:
+                self.tail = self.handle.read(self.block)
+                if not self.tail:
+                    break
+            out = self.inflater.decompress(self.tail, want - n)
+            self.tail = self.inflater.unconsumed_tail
+            view[n:n + len(out)] = out
+            n += len(out)
+        return n
+
+
+def _read_exactly(handle, view: memoryview, path: str) -> None:
+    got = 0
+    while got < len(view):
+        n = handle.readinto(view[got:])
+        if not n:
+            raise InputError("the BOLD image is shorter than its header says", path=path,
+                             fix="re-run fMRIPrep or replace the file (it may be truncated)")
+        got += n
 
 
 def task_runs(subject, task: str, module: str) -> tuple:
@@ -549,26 +693,121 @@ def fit_roi(run, design: pd.DataFrame, masks: Mapping[str, np.ndarray], noise_mo
     return fit_timeseries(roi_timeseries(run, masks), design, noise_model, stat)
 
 
-def _smooth(bold: BoldData, fwhm: float | None) -> np.ndarray:
-    """(T, V) in-mask data after Gaussian smoothing of each volume (FWHM in mm), float32.
+def _smooth(bold: BoldData, fwhm: float | None) -> tuple[np.ndarray, np.ndarray | None]:
+    """In-mask data after Gaussian smoothing of each volume (FWHM in mm), as ``(values, offset)``.
 
-    Voxels outside the brain mask count as zero (no non-brain signal is smoothed into edge
-    voxels; nilearn smooths the whole image, so on images with signal outside the mask the edge
-    voxels differ by design); the image borders are reflected as in nilearn's smoothing. With
-    zero outside the mask the maps equal nilearn FirstLevelModel's to ~3e-6 (relative), except
-    the odd voxel whose AR(1) coefficient lies at the edge of one of run_glm's 0.01-wide bins,
-    where rounding (float32 here) puts it in the neighbouring bin (~2e-3).
+    The smoothed series are ``values + offset``: ``offset`` (V,), float64, is the smoothed
+    temporal mean image and ``values`` (T, V), float32, the smoothed deviations from each voxel's
+    mean. Deviations are a few percent of the signal, so float32 products lose nothing that
+    matters (the sum is as close to the exact smoothing as nilearn's float32 smoothing is), at
+    half the cost of float64. Without smoothing: ``(bold.data, None)``.
+
+    The kernel is nilearn's (``nilearn.image.smooth_img``: a Gaussian of ``fwhm`` per axis,
+    truncated at 4 standard deviations, image borders reflected), applied as
+    :class:`_Smoother` does. Voxels outside the brain mask count as zero (no non-brain signal
+    is smoothed into edge voxels; nilearn smooths the whole image, so on images with signal
+    outside the mask the edge voxels differ by design). The result is kept with the run's
+    :class:`BoldData`, so two designs fitted to one run smooth it once.
     """
     if not fwhm:
-        return bold.data
-    vox = np.sqrt((bold.affine[:3, :3] ** 2).sum(axis=0))
-    sigma = fwhm / np.sqrt(8 * np.log(2)) / vox
-    out = np.empty_like(bold.data)
-    vol = np.zeros(bold.shape, np.float32)
-    for t in range(bold.n_volumes):
-        vol[bold.mask] = bold.data[t]
-        out[t] = ndimage.gaussian_filter(vol, sigma, mode="reflect", truncate=4.0)[bold.mask]
-    return out
+        return bold.data, None
+    cache = bold.__dict__.setdefault("_smoothed", {})       # lives (and dies) with the run's data
+    if float(fwhm) not in cache:
+        smoother = _smoother(bold.mask.tobytes(), bold.shape, bold.affine.tobytes(), float(fwhm))
+        level = bold.data.mean(axis=0, dtype=np.float64).astype(np.float32)
+        values = smoother(bold.data, subtract=level)
+        values.flags.writeable = False
+        offset = smoother(level[None], dtype=np.float64)[0]
+        cache[float(fwhm)] = (values, offset)
+    return cache[float(fwhm)]
+
+
+@lru_cache(maxsize=8)
+def _smoother(mask_bytes: bytes, shape: tuple, affine_bytes: bytes, fwhm: float) -> "_Smoother":
+    mask = np.frombuffer(mask_bytes, bool).reshape(shape)
+    return _Smoother(mask, np.frombuffer(affine_bytes).reshape(4, 4), fwhm)
+
+
+class _Smoother:
+    """Gaussian smoothing of in-mask (T, V) data as three banded matrix products per volume.
+
+    Smoothing is separable: along each axis it multiplies every line of voxels by the same
+    banded matrix, whose columns are ``scipy.ndimage.gaussian_filter1d`` of unit impulses (so
+    the weights, the 4-standard-deviation truncation and the reflected image borders are
+    nilearn's). Only the bounding box of the mask plus the kernel's reach is smoothed (voxels
+    outside the mask are zero, so nothing beyond it can reach a mask voxel), a few volumes at a
+    time, and each axis is cut into blocks so that the products skip the band's zeros. In float64
+    it equals ndimage's double-precision filter to rounding; :func:`_smooth` runs it in float32
+    on deviations from each voxel's mean.
+
+    Examples
+    --------
+    >>> mask = np.zeros((9, 9, 9), bool); mask[2:7, 2:7, 2:7] = True
+    >>> data = np.zeros((1, int(mask.sum())), np.float32); data[0, 62] = 1.0    # the centre voxel
+    >>> smooth = _Smoother(mask, np.diag([2.0, 2.0, 2.0, 1.0]), 6.0)(data, dtype=np.float64)
+    >>> vol = np.zeros(mask.shape); vol[mask] = data[0]
+    >>> ref = ndimage.gaussian_filter(vol, 6.0 / np.sqrt(8 * np.log(2)) / 2.0, truncate=4.0)[mask]
+    >>> bool(np.allclose(smooth[0], ref, atol=1e-12))
+    True
+    """
+
+    def __init__(self, mask: np.ndarray, affine: np.ndarray, fwhm: float, block: int = 32):
+        vox = np.sqrt((np.asarray(affine)[:3, :3] ** 2).sum(axis=0))
+        sigma = fwhm / np.sqrt(8 * np.log(2)) / vox
+        reach = [int(4.0 * s + 0.5) for s in sigma]          # ndimage's kernel radius
+        where = np.argwhere(mask)
+        lo = np.maximum(where.min(axis=0) - reach, 0) if len(where) else np.zeros(3, int)
+        hi = np.minimum(where.max(axis=0) + 1 + np.asarray(reach), mask.shape) if len(where) else np.ones(3, int)
+        self.box = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))
+        self.shape = tuple(int(b - a) for a, b in zip(lo, hi))
+        self.index = np.flatnonzero(mask[self.box])           # mask voxels, C order, in the box
+        self.blocks = []
+        for n, s in zip(self.shape, sigma):
+            if s <= 0:
+                self.blocks.append(None)
+                continue
+            K = ndimage.gaussian_filter1d(np.eye(n), s, axis=0, mode="reflect", truncate=4.0)
+            parts = []
+            for i0 in range(0, n, block):
+                i1 = min(i0 + block, n)
+                cols = np.flatnonzero(np.any(K[i0:i1] != 0, axis=0))
+                j0, j1 = int(cols[0]), int(cols[-1]) + 1
+                parts.append((i0, i1, j0, j1, np.ascontiguousarray(K[i0:i1, j0:j1], np.float32)))
+            self.blocks.append(parts)
+
+    def __call__(self, data: np.ndarray, subtract: np.ndarray | None = None, dtype=np.float32,
+                 chunk: int = 8) -> np.ndarray:
+        """Smooth ``data - subtract`` (rows: volumes, columns: mask voxels), in ``dtype``."""
+        data = np.asarray(data)
+        out = np.empty(data.shape, dtype)
+        nx, ny, nz = self.shape
+        size = nx * ny * nz
+        a = np.empty((chunk, size), dtype)
+        b = np.empty((chunk, size), dtype)
+        kernels = [None if parts is None else [(i0, i1, j0, j1, kern.astype(dtype)) for i0, i1, j0, j1, kern in parts]
+                   for parts in self.blocks]
+        for t0 in range(0, data.shape[0], chunk):
+            k = min(chunk, data.shape[0] - t0)
+            src, dst = a[:k], b[:k]
+            src.fill(0.0)
+            for i in range(k):
+                src[i][self.index] = data[t0 + i] if subtract is None else data[t0 + i] - subtract
+            views = ((k, nx, ny * nz), (k * nx, ny, nz))
+            for axis in range(3):
+                parts = kernels[axis]
+                if parts is None:
+                    continue
+                if axis < 2:
+                    s3, d3 = src.reshape(views[axis]), dst.reshape(views[axis])
+                    for i0, i1, j0, j1, kern in parts:
+                        np.matmul(kern, s3[:, j0:j1], out=d3[:, i0:i1])
+                else:
+                    s2, d2 = src.reshape(-1, nz), dst.reshape(-1, nz)
+                    for i0, i1, j0, j1, kern in parts:
+                        np.matmul(s2[:, j0:j1], kern.T, out=d2[:, i0:i1])
+                src, dst = dst, src
+            np.take(src, self.index, axis=1, out=out[t0:t0 + k])
+        return out
 
 
 def _contrast_vector(contrast, columns: Sequence[str]) -> np.ndarray:
@@ -584,6 +823,134 @@ def _contrast_vector(contrast, columns: Sequence[str]) -> np.ndarray:
         raise InputError(f"contrast has {len(vec)} weights, the design {len(columns)} columns",
                          fix="give one weight per design column (trailing zeros may be omitted)")
     return np.r_[vec, np.zeros(len(columns) - len(vec))]
+
+
+def glm_contrasts(Y: np.ndarray, X: np.ndarray, C: np.ndarray, noise_model: str = "ar1",
+                  chunk: int = 2048, offset: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Effects and variances of t contrasts of nilearn's first-level GLM, for every column of ``Y``.
+
+    The model is :func:`nilearn.glm.first_level.run_glm` followed by
+    :func:`nilearn.glm.contrasts.compute_contrast`, computed in fewer passes:
+
+    * each column is scaled to percent signal change of its own mean (:func:`percent_signal`);
+    * ``"ar1"``: one OLS pass gives every voxel's residual sums, from which its Yule-Walker
+      AR(1) coefficient is computed exactly as run_glm does (residuals centred on their grand
+      mean over all voxels and volumes, the same normalisation), then truncated to run_glm's
+      0.01-wide bins;
+    * per bin: one SVD of the pre-whitened design (the pseudo-inverse run_glm's ``ARModel``
+      uses, same cut-off) and one matrix product ``U' W y`` over every voxel of the bin, which
+      gives every contrast's effect (``c' pinv(WX) W y``) and the dispersion
+      (``(|Wy|^2 - |U' W y|^2) / (T - p)``, run_glm's normalisation); the variance is
+      ``c' pinv(WX) pinv(WX)' c`` times the dispersion;
+    * ``"ols"``: the same with no whitening (one bin).
+
+    Voxels are processed ``chunk`` columns at a time in float64 (``Y`` itself may be float32).
+
+    Parameters
+    ----------
+    Y : ndarray, shape (T, V)
+        Raw (unscaled) intensities, e.g. :func:`load_bold`'s data, smoothed or not.
+    X : ndarray, shape (T, p)
+        Design matrix.
+    C : ndarray, shape (k, p)
+        One t contrast per row.
+    noise_model : {"ar1", "ols"}
+        Other noise models (``"ar2"`` ...) are passed to nilearn's ``run_glm``.
+    chunk : int
+        Voxels per matrix product.
+    offset : ndarray, shape (V,), optional
+        Added to every row of ``Y`` (the data are ``Y + offset``; see :func:`_smooth`).
+
+    Returns
+    -------
+    effect, variance : ndarray, shape (k, V), float64
+
+    Examples
+    --------
+    >>> from nilearn.glm.first_level import run_glm
+    >>> from nilearn.glm.contrasts import compute_contrast
+    >>> rng = np.random.default_rng(0)
+    >>> X = np.c_[rng.normal(size=(80, 2)), np.ones(80)]
+    >>> Y = 100 + X[:, :2] @ rng.normal(size=(2, 50)) + rng.normal(size=(80, 50))
+    >>> effect, variance = glm_contrasts(Y, X, np.array([[1.0, -1.0, 0.0]]))
+    >>> labels, results = run_glm(percent_signal(Y), X, noise_model="ar1")
+    >>> ref = compute_contrast(labels, results, [1.0, -1.0, 0.0], stat_type="t")
+    >>> bool(np.allclose(effect[0], ref.effect_size()) and np.allclose(variance[0], ref.effect_variance()))
+    True
+    """
+    from scipy import linalg
+
+    Y = np.asarray(Y)
+    X = np.asarray(X, np.float64)
+    C = np.atleast_2d(np.asarray(C, np.float64))
+    n_t, n_v = Y.shape
+    p = X.shape[1]
+    if noise_model not in ("ar1", "ols"):
+        from nilearn.glm.contrasts import compute_contrast
+        data = Y if offset is None else np.asarray(Y, np.float64) + offset
+        labels, results = _glm(percent_signal(data), X, noise_model)
+        cons = [compute_contrast(labels, results, c, stat_type="t") for c in C]
+        return (np.array([np.ravel(c.effect_size()) for c in cons]),
+                np.array([np.ravel(c.effect_variance()) for c in cons]))
+    mean = Y.mean(axis=0, dtype=np.float64)
+    if offset is not None:
+        mean += offset
+    ok = np.abs(mean) > 1e-6 * max(float(np.abs(mean).max(initial=0.0)), 1e-12)
+
+    def scaled(cols) -> np.ndarray:
+        """Percent signal change of some columns, float64 (as percent_signal computes it)."""
+        y = np.array(Y[:, cols], np.float64)
+        if offset is not None:
+            y += offset[cols]
+        y /= np.where(ok[cols], mean[cols], 1.0)
+        y -= 1.0
+        y *= 100.0
+        y[:, ~ok[cols]] = 0.0
+        return y
+
+    if noise_model == "ar1":
+        pinv = linalg.pinv(X)
+        sums = np.zeros((5, n_v))            # sum e, sum e^2, sum e_t e_t+1, e_0, e_T-1
+        for start in range(0, n_v, chunk):
+            cols = slice(start, min(start + chunk, n_v))
+            y = scaled(cols)
+            e = y - X @ (pinv @ y)
+            sums[:, cols] = (e.sum(axis=0), np.einsum("tv,tv->v", e, e),
+                             np.einsum("tv,tv->v", e[1:], e[:-1]), e[0], e[-1])
+        s_e, s_ee, s_lag, first, last = sums
+        g = s_e.sum() / (n_t * n_v)                     # run_glm centres on the grand mean
+        r0 = (s_ee - 2 * g * s_e + n_t * g * g) / (n_t * n_t)
+        r1 = (s_lag - g * (2 * s_e - first - last) + (n_t - 1) * g * g) / ((n_t - 1) * n_t)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            rho = np.where(r0 > 0, r1 / r0, 0.0)
+        bins = (rho * 100).astype(int)                 # run_glm: (rho * bins).astype(int) / bins
+    else:
+        bins = np.zeros(n_v, int)
+    effect = np.zeros((len(C), n_v))
+    variance = np.zeros((len(C), n_v))
+    order = np.argsort(bins, kind="stable")
+    edges = np.flatnonzero(np.diff(bins[order])) + 1
+    for members in np.split(order, edges):
+        if not len(members):
+            continue
+        a = bins[members[0]] * 1.0 / 100
+        wX = X.copy()
+        wX[1:] = wX[1:] - a * X[:-1]                   # ARModel.whiten
+        u, sv, vt = linalg.svd(wX, full_matrices=False, check_finite=False)
+        rank = int(np.sum(sv > max(wX.shape) * np.finfo(float).eps * sv.max()))   # pinv's cut-off
+        F = (C @ vt[:rank].T) / sv[:rank]               # contrasts of pinv(WX), through U
+        q = np.einsum("kr,kr->k", F, F)                 # c' pinv(WX) pinv(WX)' c
+        ut = np.ascontiguousarray(u[:, :rank].T)
+        for start in range(0, len(members), chunk):
+            cols = members[start:start + chunk]
+            wy = scaled(cols)
+            if a:
+                wy[1:] = wy[1:] - a * wy[:-1]
+            z = ut @ wy
+            rss = np.maximum(np.einsum("tv,tv->v", wy, wy) - np.einsum("rv,rv->v", z, z), 0.0)
+            effect[:, cols] = F @ z
+            variance[:, cols] = np.outer(q, rss / (n_t - p))
+    return effect, variance
 
 
 @dataclass(frozen=True)
@@ -668,21 +1035,21 @@ def contrast_maps(run, design: pd.DataFrame, contrasts: Mapping[str, object], sm
     >>> maps.effect["pain"].shape == bold.shape, maps.dof > 0
     (True, True)
     """
-    from nilearn.glm.contrasts import compute_contrast
-
     bold = load_bold(run)
     if len(design) != bold.n_volumes:
         raise InputError(f"the design has {len(design)} rows, the BOLD series {bold.n_volumes} volumes",
                          path=bold.source, fix="build the design with the run's number of volumes")
-    Y = percent_signal(_smooth(bold, smoothing_fwhm))
-    labels, results = _glm(Y, design.to_numpy(float), noise_model)
+    X = design.to_numpy(float)
+    names = list(contrasts)
+    C = np.array([_contrast_vector(contrasts[name], design.columns) for name in names]).reshape(len(names), -1)
+    smoothed, offset = _smooth(bold, smoothing_fwhm)
+    values = glm_contrasts(smoothed, X, C, noise_model, offset=offset)
     effect, variance = {}, {}
-    dof = float(len(design) - np.linalg.matrix_rank(design.to_numpy(float)))
-    for name, spec in contrasts.items():
-        con = compute_contrast(labels, results, _contrast_vector(spec, design.columns), stat_type="t")
-        for store, values in ((effect, con.effect_size()), (variance, con.effect_variance())):
+    dof = float(len(design) - np.linalg.matrix_rank(X))
+    for i, name in enumerate(names):
+        for store, v in ((effect, values[0][i]), (variance, values[1][i])):
             full = np.zeros(bold.shape, np.float64)
-            full[bold.mask] = np.asarray(values, np.float64).ravel()
+            full[bold.mask] = v
             store[name] = full
     return ContrastMaps(effect, variance, dof, bold.mask.copy(), bold.affine)
 

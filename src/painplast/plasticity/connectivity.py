@@ -295,9 +295,47 @@ class Parcellation:
                                          shape=(n_vox, len(masks)))
         self.empty = np.asarray([not np.any(m) for m in masks], bool)
 
-    def means(self, data: np.ndarray) -> np.ndarray:
-        """(T, V) voxel data -> (T, R) region means."""
-        return np.asarray((self.weights.T @ np.asarray(data, np.float64).T).T)
+    @classmethod
+    def from_labels(cls, names, networks, coords, labels: np.ndarray, values: Sequence[int]) -> "Parcellation":
+        """Regions of a label image: ``labels`` (V,) holds each in-mask voxel's label, region r is
+        the voxels labelled ``values[r]`` (no full-grid mask per region is made).
+
+        Examples
+        --------
+        >>> parc = Parcellation.from_labels(["a", "b"], ["n", "n"], None, np.array([1, 1, 2]), [1, 2])
+        >>> parc.means(np.array([[1.0, 3.0, 5.0]])).tolist()
+        [[2.0, 5.0]]
+        """
+        values = np.asarray(values)
+        labels = np.asarray(labels)
+        order = np.argsort(values)
+        pos = np.searchsorted(values[order], labels)
+        pos = np.clip(pos, 0, len(values) - 1)
+        hit = values[order][pos] == labels
+        voxels = np.flatnonzero(hit)
+        regions = order[pos[hit]]
+        counts = np.bincount(regions, minlength=len(values))
+        self = cls.__new__(cls)
+        self.names = list(names)
+        self.networks = list(networks)
+        self.coords = None if coords is None else np.asarray(coords, float)
+        self.weights = sparse.csr_matrix((1.0 / counts[regions], (voxels, regions)), shape=(labels.size, len(values)))
+        self.empty = counts == 0
+        return self
+
+    def means(self, data: np.ndarray, chunk: int = 32) -> np.ndarray:
+        """(T, V) voxel data (float32 or float64) -> (T, R) region means, float64.
+
+        ``chunk`` volumes at a time are converted to float64, so a float32 run is never copied
+        whole (the sums are the same as on a float64 copy).
+        """
+        data = np.asarray(data)
+        weights_t = self.weights.T.tocsr()
+        out = np.empty((data.shape[0], self.weights.shape[1]), np.float64)
+        for start in range(0, data.shape[0], chunk):
+            block = np.asarray(data[start:start + chunk], np.float64)
+            out[start:start + chunk] = (weights_t @ block.T).T
+        return out
 
 
 def _in_mask(masks_full: Sequence[np.ndarray], brain: np.ndarray) -> list[np.ndarray]:
@@ -383,11 +421,13 @@ def network_parcellation(spec: str, shape, affine, brain) -> Parcellation:
         raise InputError(f"atlas '{spec}' is neither a known coordinate atlas nor a file", path=path,
                          fix="use power, dosenbach, seitzman, or the path of a label image (NIfTI)")
     try:
-        img = atlas.resample_labels(str(path), (nib.Nifti1Image(np.zeros(shape, np.int8), affine)))
+        img = nib.load(str(path))
+        if not (tuple(img.shape[:3]) == tuple(shape) and np.allclose(img.affine, affine, atol=1e-4)):
+            img = atlas.resample_labels(img, (nib.Nifti1Image(np.zeros(shape, np.int8), affine)))
+        labels = np.rint(np.asarray(img.dataobj)).astype(int).reshape(tuple(shape))
     except Exception as error:  # nibabel / nilearn raise several types
         raise InputError(f"cannot read the label image ({error})", path=path,
                          fix="give an integer label image in MNI space") from None
-    labels = np.rint(np.asarray(img.dataobj)).astype(int)
     values = [v for v in np.unique(labels) if v > 0]
     names = [f"label_{v:03d}" for v in values]
     networks = ["unlabelled"] * len(values)
@@ -401,11 +441,10 @@ def network_parcellation(spec: str, shape, affine, brain) -> Parcellation:
     from scipy import ndimage
     centres = ndimage.center_of_mass(np.ones(shape), labels, values) if values else []
     coords = [tuple(affine[:3, :3] @ np.asarray(c) + affine[:3, 3]) for c in centres]
-    masks = [labels == v for v in values]
-    if not masks:
+    if not values:
         raise InputError("the label image has no labels above 0 on the BOLD grid", path=path,
                          fix="give an integer label image that overlaps the brain")
-    return Parcellation(names, networks, coords, _in_mask(masks, brain))
+    return Parcellation.from_labels(names, networks, coords, labels[brain], values)
 
 
 def _label_table(path: Path) -> pd.DataFrame | None:

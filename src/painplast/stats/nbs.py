@@ -46,7 +46,7 @@ from scipy import sparse
 from scipy.sparse import csgraph
 
 from painplast.errors import InputError
-from painplast.stats.permutation import draw_permutations
+from painplast.stats.permutation import current_executor, draw_permutations, split_aligned
 
 __all__ = ["NBSComponent", "NBSResult", "nbs", "edge_t_statistic"]
 
@@ -271,15 +271,11 @@ def nbs(x: ArrayLike, y: ArrayLike | None = None, *, design: ArrayLike | None = 
     chunk_size = int(chunk_size)
     if chunk_size < 1:
         raise InputError(f"chunk_size must be at least 1, got {chunk_size}")
-    null = np.empty(n_permutations)
-    for start in range(0, n_permutations, chunk_size):
-        stop = min(start + chunk_size, n_permutations)
-        stat = _oriented(model.permuted_t(permutations[start:stop]), tail)
-        mask = stat > threshold
-        w = None
-        if size == "intensity":
-            w = stat - threshold
-        null[start:stop] = _max_component_sizes(mask, w, order, n_nodes)
+    setting = current_executor()
+    parts = split_aligned(n_permutations, setting[1] if setting else 1, chunk_size)
+    tasks = [_NullTask(model, permutations[part], tail, threshold, size, n_nodes, chunk_size) for part in parts]
+    results = list(setting[0](_null_sizes, tasks)) if setting and len(tasks) > 1 else [_null_sizes(t) for t in tasks]
+    null = np.concatenate(results)
 
     components = []
     for k in range(len(sizes_obs)):
@@ -295,6 +291,32 @@ def nbs(x: ArrayLike, y: ArrayLike | None = None, *, design: ArrayLike | None = 
         t_statistic=t_obs, edge_index=edge_index, supra_threshold=adjacency,
         components=tuple(components), p_fwe=np.array([c.p_fwe for c in components]),
         null_distribution=null, threshold=threshold, tail=tail, size=size)
+
+
+@dataclass(frozen=True)
+class _NullTask:
+    """Some permutations of one NBS (picklable: sent to another process or a dask worker)."""
+
+    model: "_Model"
+    permutations: np.ndarray
+    tail: str
+    threshold: float
+    size: str
+    n_nodes: int
+    chunk_size: int
+
+
+def _null_sizes(task: _NullTask) -> np.ndarray:
+    """Largest component size of each permutation of ``task`` (pure function)."""
+    order = np.triu_indices(task.n_nodes, 1)
+    null = np.empty(len(task.permutations))
+    for start in range(0, len(task.permutations), task.chunk_size):
+        stop = min(start + task.chunk_size, len(task.permutations))
+        stat = _oriented(task.model.permuted_t(task.permutations[start:stop]), task.tail)
+        mask = stat > task.threshold
+        w = stat - task.threshold if task.size == "intensity" else None
+        null[start:stop] = _max_component_sizes(mask, w, order, task.n_nodes)
+    return null
 
 
 def edge_t_statistic(data: ArrayLike, design: ArrayLike, contrast: ArrayLike) -> np.ndarray:

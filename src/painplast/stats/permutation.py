@@ -43,8 +43,9 @@ values separately with the same heights and gives negative clusters negative TFC
 """
 from __future__ import annotations
 
+import contextlib
 import warnings
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 
@@ -65,6 +66,9 @@ __all__ = [
     "draw_permutations",
     "check_random_state",
     "tfce",
+    "permutation_executor",
+    "current_executor",
+    "split_aligned",
 ]
 
 #: relative tolerance under which a permuted statistic counts as a tie with the observed one
@@ -662,6 +666,67 @@ def _p_fwe(observed: np.ndarray, null_max: np.ndarray) -> np.ndarray:
     return _p_values(at_least, null_max.size)
 
 
+#: ``(executor, n_tasks)`` set by :func:`permutation_executor` (None: in this process).
+_EXECUTOR: tuple[Callable[[Callable, Iterable], Iterable], int] | None = None
+
+
+@contextlib.contextmanager
+def permutation_executor(executor: Callable[[Callable, Iterable], Iterable], n_tasks: int) -> Iterator[None]:
+    """Send the permutation batches of every test inside the block to ``executor``.
+
+    :func:`permutation_test` (voxel-wise max-statistic and TFCE inference) and
+    :func:`painplast.stats.nbs.nbs` split their permutations into ``n_tasks`` tasks and map a pure
+    function over them with ``executor`` when they are not given one. All permutations are drawn
+    before they are split, so every result is the same as in one process. The engine uses this to
+    spread a group level's permutations over a dask cluster (``--scheduler`` at group level).
+
+    Parameters
+    ----------
+    executor : callable
+        ``executor(function, tasks) -> results`` in task order (a ``map``).
+    n_tasks : int
+        How many tasks each test is split into (e.g. the number of worker threads).
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> Y, X = rng.standard_normal((20, 30)), np.c_[np.ones(20), np.repeat([0.0, 1.0], 10)]
+    >>> with permutation_executor(map, 4):
+    ...     split = permutation_test(Y, X, [0, 1], n_permutations=100, random_state=1)
+    >>> bool(np.array_equal(split.p_fwe, permutation_test(Y, X, [0, 1], n_permutations=100, random_state=1).p_fwe))
+    True
+    """
+    global _EXECUTOR
+    previous = _EXECUTOR
+    _EXECUTOR = (executor, max(1, int(n_tasks)))
+    try:
+        yield
+    finally:
+        _EXECUTOR = previous
+
+
+def split_aligned(n: int, n_tasks: int, chunk: int) -> list[np.ndarray]:
+    """Indices ``0..n-1`` in at most ``n_tasks`` consecutive parts made of whole chunks of ``chunk``.
+
+    Every part starts at a multiple of ``chunk``, so the batches a task computes are the ones one
+    process computes: the results are the same bits however the work is split.
+
+    Examples
+    --------
+    >>> [part.tolist() for part in split_aligned(7, 2, 2)]
+    [[0, 1, 2, 3], [4, 5, 6]]
+    """
+    starts = np.arange(0, n, max(1, int(chunk)))
+    groups = np.array_split(starts, max(1, min(int(n_tasks), len(starts))))
+    ends = [int(g[-1]) + int(chunk) for g in groups]
+    return [np.arange(int(g[0]), min(e, n)) for g, e in zip(groups, ends)]
+
+
+def current_executor() -> tuple[Callable[[Callable, Iterable], Iterable], int] | None:
+    """The ``(executor, n_tasks)`` of the innermost :func:`permutation_executor` block, or None."""
+    return _EXECUTOR
+
+
 def permutation_test(Y: np.ndarray, design: np.ndarray, contrast: np.ndarray, *,
                      n_permutations: int = 1000, tfce: bool = False,
                      mask: np.ndarray | None = None, two_sided: bool = True,
@@ -706,7 +771,7 @@ def permutation_test(Y: np.ndarray, design: np.ndarray, contrast: np.ndarray, *,
         A ``map``-like callable ``executor(permutation_chunk, tasks) -> results``, e.g.
         ``ProcessPoolExecutor().map`` or a function that submits the tasks to dask and gathers
         their results in order. Each task carries the residual data; scatter it in advance on
-        a cluster if that matters.
+        a cluster if that matters. Default: the one set by :func:`permutation_executor`, if any.
     scheme : {"auto", "permutation", "sign-flip"}
         ``"auto"`` flips signs when the tested regressor is constant (the intercept, e.g. a
         one-sample design) and permutes rows (Freedman–Lane) otherwise.
@@ -785,12 +850,14 @@ def permutation_test(Y: np.ndarray, design: np.ndarray, contrast: np.ndarray, *,
     rows, signs = draw_permutations(n, n_permutations, sign_flip=scheme == "sign-flip",
                                     blocks=blocks, random_state=random_state)
     batch = int(chunk_size) if chunk_size else _auto_chunk_size(p, n_voxels)
+    if executor is None and _EXECUTOR is not None:
+        executor, n_jobs = _EXECUTOR[0], max(int(n_jobs), _EXECUTOR[1])
     n_tasks = max(1, min(int(n_jobs), n_permutations))
     tasks = [PermutationChunk(residuals, basis, df,
                               None if rows is None else rows[part],
                               None if signs is None else signs[part],
                               observed, two_sided, batch, edges, observed_tfce, E, H, dh)
-             for part in np.array_split(np.arange(n_permutations), n_tasks)]
+             for part in split_aligned(n_permutations, n_tasks, batch)]
     if executor is not None:
         results = list(executor(permutation_chunk, tasks))
     elif n_tasks > 1:
