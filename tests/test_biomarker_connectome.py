@@ -254,8 +254,8 @@ def test_read_connectomes_from_a_painplast_output_folder(shared_data, tmp_path):
     np.testing.assert_allclose(data.covariances, expected)
     assert data.nodes == kept[0].info["atlas_nodes"] and len(data.nodes) == 122
     partial = data.edges("partial correlation")
-    np.testing.assert_allclose(partial.to_numpy(),
-                               cx.upper_triangle(np.stack([r.arrays["atlas_partial"] for r in kept])),
+    stored = np.stack([r.arrays["atlas_partial"] for r in kept])
+    np.testing.assert_allclose(partial.to_numpy(), cx.upper_triangle(stored),
                                atol=1e-6)  # the stage stores float32
     assert list(partial.columns[:1]) == [f"{data.nodes[0]}--{data.nodes[1]}"]
     only = cx.read_connectomes(tmp_path / "out", participants=[kept[0].participant_id])
@@ -285,7 +285,8 @@ def _roi_cohort(params, measurement_noise=0.5):
         for j, roi in enumerate(atlas.ROI_NAMES):
             loads = dict(PAIN_ROI_LOADINGS[roi])
             if roi in ("mpfc", "nacc_l", "nacc_r"):
-                loads["coupling_mpfc_nacc"] = np.sqrt(abs(c)) * (np.sign(c) if roi != "mpfc" else 1.0)
+                loads["coupling_mpfc_nacc"] = np.sqrt(abs(c)) * (
+                    np.sign(c) if roi != "mpfc" else 1.0)
             if roi.startswith("insula_"):
                 loads["DefaultMode"] = loads.get("DefaultMode", 0.0) + w
             private = np.sqrt(max(1.0 - sum(v ** 2 for v in loads.values()), 0.0))
@@ -302,7 +303,8 @@ def _planted(params) -> np.ndarray:
 
     edges = ground_truth(params)["connectivity_component"]["edges"]
     pairs = {frozenset(e) for e in edges}
-    return np.array([frozenset(n.split("--")) in pairs for n in cx.edge_names(list(atlas.ROI_NAMES))])
+    names = cx.edge_names(list(atlas.ROI_NAMES))
+    return np.array([frozenset(n.split("--")) in pairs for n in names])
 
 
 @pytest.mark.parametrize("model", [cx.ConnectomeRegressor(k=[10, 30, 100], inner_folds=5),

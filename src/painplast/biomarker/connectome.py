@@ -72,6 +72,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -79,7 +80,6 @@ from typing import Sequence
 
 import numpy as np
 import pandas as pd
-from scipy import linalg
 from scipy import stats as sps
 from sklearn.base import BaseEstimator, RegressorMixin, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
@@ -127,7 +127,7 @@ def n_nodes_of(n_values: int, diagonal: bool) -> int:
     (123, 123)
     """
     # R (R - 1) / 2 = m  or  R (R + 1) / 2 = m
-    root = (1 + np.sqrt(1 + 8 * n_values)) / 2 if not diagonal else (-1 + np.sqrt(1 + 8 * n_values)) / 2
+    root = ((-1 if diagonal else 1) + np.sqrt(1 + 8 * n_values)) / 2
     r = int(round(root))
     if (r * (r - 1) // 2 if not diagonal else r * (r + 1) // 2) != n_values:
         raise InputError(f"{n_values} values are not the upper triangle of a square matrix",
@@ -228,10 +228,6 @@ def ledoit_wolf_covariances(timeseries: Sequence[np.ndarray]) -> np.ndarray:
 # =============================================================================== tangent space
 
 
-def _eigh_stack(m: np.ndarray):
-    return np.linalg.eigh(m)
-
-
 def _form(values: np.ndarray, vectors: np.ndarray) -> np.ndarray:
     """``V diag(values) V^T`` for one matrix or a stack."""
     return (vectors * values[..., None, :]) @ np.swapaxes(vectors, -1, -2)
@@ -273,7 +269,7 @@ def geometric_mean(matrices: np.ndarray, max_iter: int = 30, tol: float = 1e-7) 
         vals, vecs = np.linalg.eigh(gmean)
         inv_sqrt = _form(1.0 / np.sqrt(vals), vecs)
         whitened = inv_sqrt @ matrices @ inv_sqrt
-        w_vals, w_vecs = _eigh_stack(whitened)
+        w_vals, w_vecs = np.linalg.eigh(whitened)
         logs_mean = _form(np.log(w_vals), w_vecs).mean(0)
         norm = float(np.linalg.norm(logs_mean))
         l_vals, l_vecs = np.linalg.eigh(logs_mean)
@@ -537,6 +533,17 @@ class ConnectomeRegressor(RegressorMixin, BaseEstimator):
     eigendecomposition gives every penalty), so the whole inner grid costs a few n x n
     eigendecompositions, and many targets (a permutation test) are solved together.
 
+    The defaults, and why: partial correlation with Ledoit-Wolf shrinkage (direct couplings,
+    the best edge estimate in Smith et al. 2011, NeuroImage 54:875, and the RPN signature's
+    kind); robust scaling (median / interquartile range: a few participants with extreme edges
+    do not set the scale of a 35-participant model; the RPN study's choice); top-k selection
+    with k chosen in the training folds from 10 to 200 edges (the range the RPN study searched,
+    and the size of published predictive networks); ridge (as accurate as the elastic net and
+    better than the lasso for connectome prediction, Cui & Gong 2018, NeuroImage 178:622;
+    l2-penalized models are the most stable with few participants, Varoquaux et al. 2017,
+    NeuroImage 145:166 -- and an exact kernel solution makes a 1000-permutation test of the
+    whole model affordable); inner 10-fold cross-validation (Kohavi 1995).
+
     Parameters
     ----------
     kind : {"correlation", "partial correlation", "tangent"}
@@ -598,9 +605,8 @@ class ConnectomeRegressor(RegressorMixin, BaseEstimator):
     """
 
     def __init__(self, kind="partial correlation", scaling="robust", selection="top_k",
-                 k=(10, 20, 50, 100, 200, 500, 1000, 2000), p_threshold=0.01,
-                 estimator="ridge", alphas=None, l1_ratio=0.5, inner_folds=5,
-                 random_state=0):
+                 k=(10, 20, 50, 100, 200), p_threshold=0.01, estimator="ridge", alphas=None,
+                 l1_ratio=0.5, inner_folds=10, random_state=0):
         self.kind = kind
         self.scaling = scaling
         self.selection = selection
@@ -793,7 +799,8 @@ class ConnectomeRegressor(RegressorMixin, BaseEstimator):
                     preds[sub] = np.einsum("pij,pj->pi", C, dual)
                 for q, p in enumerate(sub):
                     if p in weights_of:
-                        sel = idx[:, q] if self.selection != "p_value" else np.flatnonzero(mask[:, q])
+                        sel = (idx[:, q] if self.selection != "p_value"
+                               else np.flatnonzero(mask[:, q]))
                         w = np.zeros(full.Zc.shape[1])
                         if sizes[q]:
                             w[sel] = full.Zc[:, sel].T @ dual[q]
@@ -1025,23 +1032,39 @@ def _outer_folds(n: int, folds: int, repeats: int, random_state: int):
 def _fold_job(model, cov, Y, train, test):
     """One outer fold: predictions for ``test`` under every target column of ``Y`` (n, P),
     and the edge weights, number of edges and penalty for the first column (the true target).
-    The target-independent preparation is done once for all columns."""
+    The target-independent preparation is done once for all columns; BLAS runs on one thread
+    (folds run in parallel processes)."""
     from threadpoolctl import threadpool_limits
 
+    cpu = time.process_time()
     with threadpool_limits(1):
         Ytr = Y[train]
         if isinstance(model, CPMRegressor):
             block = _prepare(cov[train], cov[test], _kind(model.kind), None, keep_raw=True)
             pos, neg, coef, _, preds, _ = model._fit_many(block.state["raw"], Ytr,
                                                           block.state["raw_test"])
-            w = model._weights(pos[:, :1], neg[:, :1])[:, 0, :] @ coef[0]
-            return test, preds.T, {"weights": w, "k": int(pos[:, 0].sum() + neg[:, 0].sum()),
-                                   "alpha": float("nan")}
-        inner, full = model._blocks(cov[train], cov[test])
-        ks, alphas, _, _, a_at, preds, weights = model._fit_many(inner, full, Ytr)
-        w, k = weights[0]
-        return test, (preds + Ytr.mean(0)[:, None]).T, {"weights": w / full.scale, "k": k,
-                                                        "alpha": float(alphas[a_at[0]])}
+            weights = model._weights(pos[:, :1], neg[:, :1])[:, 0, :] @ coef[0]
+            preds = preds.T
+            info = {"k": int(pos[:, 0].sum() + neg[:, 0].sum()), "alpha": float("nan")}
+        else:
+            inner, full = model._blocks(cov[train], cov[test])
+            _, alphas, _, _, a_at, preds, chosen = model._fit_many(inner, full, Ytr)
+            weights, k = chosen[0]
+            weights = weights / full.scale
+            preds = (preds + Ytr.mean(0)[:, None]).T
+            info = {"k": k, "alpha": float(alphas[a_at[0]])}
+    info.update(weights=weights, cpu_seconds=time.process_time() - cpu,
+                peak_rss_mb=_peak_rss_mb())
+    return test, preds, info
+
+
+def _peak_rss_mb() -> float:
+    """Peak resident memory of this process (MB; Linux reports kB, macOS bytes)."""
+    import resource
+    import sys
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / (1024.0 ** 2 if sys.platform == "darwin" else 1024.0)
 
 
 def nested_cv(model, X, y, *, folds: int = 10, repeats: int = 1, n_permutations: int = 1000,
@@ -1083,7 +1106,9 @@ def nested_cv(model, X, y, *, folds: int = 10, repeats: int = 1, n_permutations:
         ``predictions`` (ndarray (repeats, n)), ``folds`` (ndarray (repeats, n): outer fold
         numbers), ``edges`` (DataFrame per edge: ``selection_frequency``, ``mean_weight`` over
         the outer folds of all repeats), ``chosen`` (per outer fold: ``k``, ``alpha``),
-        ``null`` (ndarray of the permutation statistics).
+        ``null`` (ndarray of the permutation statistics), ``cpu_seconds`` (summed over the
+        outer folds, whichever process ran them), ``peak_rss_mb`` (largest peak memory of the
+        processes that ran folds).
     """
     from joblib import Parallel, delayed
     from sklearn.base import clone
@@ -1118,7 +1143,9 @@ def nested_cv(model, X, y, *, folds: int = 10, repeats: int = 1, n_permutations:
                          [c["alpha"] for c in chosen], folds=fold_of)
     result = {"metrics": metrics(y, cv, n_bootstrap=n_bootstrap, random_state=random_state,
                                  calibration=False),
-              "predictions": predictions, "folds": fold_of, "chosen": chosen}
+              "predictions": predictions, "folds": fold_of, "chosen": chosen,
+              "cpu_seconds": float(sum(out[2]["cpu_seconds"] for out in outputs)),
+              "peak_rss_mb": max(out[2]["peak_rss_mb"] for out in outputs)}
     W = np.asarray(weights)
     result["edges"] = pd.DataFrame({"selection_frequency": (W != 0).mean(0),
                                     "mean_weight": W.mean(0)})
@@ -1224,8 +1251,9 @@ def read_connectomes(derivatives_dir: str | os.PathLike, level: str = "atlas",
     key = f"{level}_timeseries"
     sidecars = sorted(root.glob("sub-*/sub-*_desc-connectivity_features.json"))
     if not sidecars:
-        raise InputError("has no connectivity results (sub-*/sub-*_desc-connectivity_features.json)",
-                         path=root, fix="run painplast run ... participant --modules connectivity")
+        raise InputError("has no connectivity results "
+                         "(sub-*/sub-*_desc-connectivity_features.json)", path=root,
+                         fix="run painplast run ... participant --modules connectivity")
     for sidecar in sidecars:
         match = _SIDECAR.match(sidecar.name)
         if match is None or (wanted is not None and match.group(1) not in wanted):
@@ -1252,7 +1280,8 @@ def read_connectomes(derivatives_dir: str | os.PathLike, level: str = "atlas",
         these = [str(v) for v in info.get(f"{level}_nodes") or range(ts.shape[1])]
         if nodes is None:
             nodes = these
-            networks = [str(v) for v in info.get(f"{level}_networks") or ["unlabelled"] * len(these)]
+            networks = [str(v) for v in
+                        info.get(f"{level}_networks") or ["unlabelled"] * len(these)]
         elif these != nodes:
             raise InputError(f"{pid} has other regions than the first participant", path=sidecar,
                              fix="run every participant with the same atlas")
