@@ -364,6 +364,8 @@ def main(argv=None) -> dict:
                         help="prototype the connectivity-stage differences one at a time")
     parser.add_argument("--simulator", action="store_true",
                         help="only the simulator measurements (recovery, null calibration)")
+    parser.add_argument("--null-permutations", type=int, default=199,
+                        help="permutations per null cohort in --simulator")
     parser.add_argument("--work", type=Path, default=None,
                         help="folder for painplast's outputs (default: a temporary folder)")
     args = parser.parse_args(argv)
@@ -493,7 +495,7 @@ def simulator(args) -> dict:
     """The default model and CPM on simulated pain-ROI cohorts (the tests' generator: the
     simulator's resting-state model at ROI level): recovery of the planted component with
     effects (60 participants, seeds 0-9) and permutation p under --null (40 participants,
-    20 seeds, 999 permutations)."""
+    20 seeds, ``--null-permutations`` each)."""
     from scipy import stats
 
     from painplast.simulate import SimulationParameters
@@ -522,8 +524,8 @@ def simulator(args) -> dict:
         for seed in range(20):
             params = SimulationParameters(n_participants=40, seed=500 + seed, null=True)
             cov, y = _roi_cohort(params)
-            res = cx.nested_cv(model, cov, y, folds=10, n_permutations=999, n_jobs=args.n_jobs,
-                               random_state=seed)
+            res = cx.nested_cv(model, cov, y, folds=10, n_permutations=args.null_permutations,
+                               n_jobs=args.n_jobs, random_state=seed)
             perm = res["permutation"]
             p_null.append(perm["p"])
             inside += perm["null_ci"][0] <= perm["observed"] <= perm["null_ci"][1]
