@@ -15,7 +15,6 @@ import signal
 import subprocess
 import sys
 import time
-import types
 from pathlib import Path
 
 import nibabel as nib
@@ -69,7 +68,8 @@ def toy_group(results, cohort, config) -> GroupResult:
                        tables={"features": table.reset_index(names="participant_id")})
 
 
-TOY = types.SimpleNamespace(subject=toy_subject, group=toy_group)
+TOY = plasticity.Declaration(name="structure", title="Stand-in", description="The engine tests' stand-in.",
+                             task=None, bold=False, subject=toy_subject, group=toy_group)
 
 
 def toy_load(name):
@@ -109,9 +109,11 @@ def joblib_run(cohort, small_cohort, tmp_path_factory):
     mp.setattr(plasticity, "load", toy_load)
     out = tmp_path_factory.mktemp("joblib") / "out"
     t0 = time.perf_counter()
-    summary = engine.run_participant_level(cohort, CONFIG, out, n_jobs=2, progress=False)
+    try:
+        summary = engine.run_participant_level(cohort, CONFIG, out, n_jobs=2, progress=False)
+    finally:
+        mp.undo()           # a failure here must not leave the stand-in patched for other tests
     seconds = time.perf_counter() - t0
-    mp.undo()
     return out, summary, seconds
 
 

@@ -328,3 +328,34 @@ def test_group_level_options_never_invalidate_participant_outputs():
     participant = Config(modules=("connectivity",), options={"connectivity": {"fd_threshold": 0.2}})
     assert participant.parameter_hash("connectivity") != base.parameter_hash("connectivity")
     assert Config(repetition_time=2.5).parameter_hash("connectivity") != base.parameter_hash("connectivity")
+
+
+def test_simulated_sessions_and_runs_through_every_module(tmp_path, capsys):
+    """The simulator's two-session, two-run layout (``painplast simulate --sessions 2 --runs 2``)
+    through all five modules: every participant-session is a unit, every task module combines
+    both runs of its task, and the group level of one session runs on the per-session results."""
+    from conftest import simulated
+
+    bids = simulated(n_participants=8, n_sites=2, seed=7, resolution=4, n_sessions=2, n_runs=2)
+    out = tmp_path / "out"
+    assert main(["run", str(bids), str(out), "participant", "--quiet"]) == 0
+    capsys.readouterr()
+    sidecars = sorted(out.glob("sub-*/ses-*/*_features.json"))
+    modules = {json.loads(p.read_text())["module"] for p in sidecars}
+    assert modules == {"sensitization", "reorganization", "connectivity", "structure", "modulation"}
+    participants = {p.parts[-3] for p in sidecars}
+    assert len(participants) == 8
+    for side in sidecars:
+        meta = json.loads(side.read_text())
+        ses = side.parts[-2][len("ses-"):]
+        assert meta["session"] == ses
+        if meta["module"] != "structure":   # anatomy has no runs; every functional module uses both
+            tasks = {r.split("_run-")[0] for r in meta["runs"]}
+            assert all(f"{t}_run-1" in meta["runs"] and f"{t}_run-2" in meta["runs"] for t in tasks)
+            assert all(r.startswith(f"ses-{ses}_") for r in meta["runs"])
+    assert len(sidecars) == 8 * 2 * 5
+    assert main(["run", str(bids), str(out), "group", "--session-label", "1", "--quiet"]) == 0
+    for module in modules:
+        notes = json.loads((out / "group" / f"{module}_notes.json").read_text())
+        assert set(notes["sessions"].values()) == {"1"}, (module, notes["sessions"])
+        assert len(notes["sessions"]) == 8
