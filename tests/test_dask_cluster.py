@@ -28,7 +28,7 @@ from conftest import simulated
 from test_end_to_end import _digest, _offline_env
 
 # the joblib reference and the cluster runs share folders: one xdist worker runs this file
-pytestmark = pytest.mark.xdist_group("dask_cluster")
+pytestmark = [pytest.mark.xdist_group("dask_cluster"), pytest.mark.slow]
 
 BIN = Path(sys.executable).parent
 PAINPLAST, DASK = BIN / "painplast", BIN / "dask"
