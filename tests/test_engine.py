@@ -69,7 +69,7 @@ def toy_group(results, cohort, config) -> GroupResult:
                        tables={"features": table.reset_index(names="participant_id")})
 
 
-TOY = types.SimpleNamespace(subject=toy_subject, group=toy_group)
+TOY = types.SimpleNamespace(subject=toy_subject, group=toy_group, group_options=())
 
 
 def toy_load(name):
