@@ -68,7 +68,7 @@ def _start(args, env, log: Path) -> subprocess.Popen:
 def cluster(tmp_path_factory):
     """``dask scheduler`` + two ``dask worker`` processes on 127.0.0.1; yields (address, env, root)."""
     root = tmp_path_factory.mktemp("dask_cluster")
-    env = {**_offline_env(root), "DASK_DISTRIBUTED__WORKER__DAEMON": "False"}
+    env = _offline_env(root)
     info = root / "scheduler.json"
     procs = []
     try:
