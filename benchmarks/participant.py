@@ -5,17 +5,17 @@ usage: python benchmarks/participant.py [--resolution 2] [--volumes 300] [--repe
 
 A simulated participant (painplast's simulator at ``--resolution`` mm, ``--volumes`` volumes per
 run; or ``--bids`` a dataset simulated before, e.g. by benchmarks/first_level.py) has a pain, a
-somatotopy, a modulation and a resting run, fMRIPrep's brain masks and confounds, and gray- and
-white-matter probability maps. The benchmark runs painplast's participant level on it with all
+somatotopy, a modulation and a resting run with fMRIPrep's brain masks and confounds, and a
+gray-matter probability map. The benchmark runs painplast's participant level on it with all
 five modules (``engine.run_participant_level``, one process, as ``painplast run BIDS OUT
 participant --participant-label 001`` does: the outputs, their sidecars and the SHA-256 of every
-input file are written) and compares its wall time with the floor of any tool that reads these
+input file are written) and compares its time with the floor of any tool that reads these
 images: decompressing every input NIfTI image of the participant once (zlib, the whole file,
-block by block; the files are in the page cache, read once before timing). The run and
-the floor alternate ``--repeats`` times in one process (the machine may be shared); the fastest
-of each is kept and their ratio printed (``total / read once``), in wall time and in this
-process's CPU time (which other programs on a shared machine do not inflate). The floor is also given as
-nibabel reads the images (``np.asarray(img.dataobj)``, the same decompression plus the array).
+block by block; the files are in the page cache, read once before timing). The run and the floor
+alternate ``--repeats`` times in one process (the machine may be shared); the fastest of each is
+kept and their ratio printed (``total / read once``), in wall time and in this process's CPU
+time (which other programs on a shared machine do not inflate). The floor is also given as
+nibabel reads the images (``np.asarray(img.dataobj)``: the same decompression plus the array).
 
 Also printed: seconds per module as the engine logs them (the first module of a run's engine
 task includes reading the run), and the peak resident memory of this process after the first
