@@ -12,8 +12,9 @@ participant is real; only the simulation is shared.
 
 Each size runs ``painplast run BIDS OUT participant --n-jobs J`` in a fresh process; the
 benchmark samples the resident memory of that process and all its children (joblib workers)
-every 0.1 s and reports the peak of their sum and the peak of the largest single process. It then
-reruns the same command on the finished folder (everything skipped).
+every 0.1 s and reports the peak of their sum and the peak of the largest single process, and the
+CPU seconds of the process and its workers (which the machine's other load does not inflate, as it
+inflates wall time). It then reruns the same command on the finished folder (everything skipped).
 
 With ``--dask``, each size is also run on a dask.distributed cluster of two single-threaded
 workers started from the command line (``dask scheduler`` and two ``dask worker`` processes on
@@ -96,15 +97,34 @@ def pseudo_cohort(base: Path, n: int, workdir: Path) -> Path:
     return root
 
 
-def measure(cmd: list[str], env: dict, also: tuple[int, ...] = ()) -> tuple[float, float, float, int]:
-    """Run ``cmd``; return (seconds, peak total RSS MiB, peak single-process RSS MiB, exit code).
+def _cpu(procs) -> float:
+    """CPU seconds used so far by running processes and their running children."""
+    total = 0.0
+    for proc in procs:
+        with contextlib.suppress(psutil.Error):
+            for p in [proc] + proc.children(recursive=True):
+                with contextlib.suppress(psutil.Error):
+                    times = p.cpu_times()
+                    total += times.user + times.system
+    return total
 
-    ``also``: further process ids (dask workers) whose memory, and their children's, counts.
+
+def measure(cmd: list[str], env: dict, also: tuple[int, ...] = ()) -> tuple[float, float, float, int, float]:
+    """Run ``cmd``; return (seconds, peak total RSS MiB, peak single-process RSS MiB, exit code,
+    CPU seconds).
+
+    ``also``: further process ids (dask workers) whose memory and CPU time, and their children's,
+    count. CPU seconds are those of ``cmd`` and every process it waited for (joblib's workers),
+    plus what the ``also`` processes used meanwhile: the machine's other load does not inflate
+    them, as it inflates wall time.
     """
+    import resource
+    others = [psutil.Process(pid) for pid in also]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu0 = _cpu(others)
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     root = psutil.Process(proc.pid)
-    others = [psutil.Process(pid) for pid in also]
     peak_total = peak_single = 0
     while proc.poll() is None:
         try:
@@ -124,9 +144,11 @@ def measure(cmd: list[str], env: dict, also: tuple[int, ...] = ()) -> tuple[floa
             pass
         time.sleep(0.1)
     seconds = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime) + _cpu(others) - cpu0
     if proc.returncode:
         sys.stderr.write(proc.stderr.read()[-3000:])
-    return seconds, peak_total / 2**20, peak_single / 2**20, proc.returncode
+    return seconds, peak_total / 2**20, peak_single / 2**20, proc.returncode, cpu
 
 
 @contextlib.contextmanager
@@ -199,7 +221,7 @@ def main(argv=None) -> int:
     print(f"participant level, --n-jobs {args.n_jobs}, modules: {args.modules or 'all available'}; "
           f"base cohort {BASE}")
     print(f"{'participants':>12} {'workers':>16} {'seconds':>9} {'s/participant':>13} {'peak RSS total MiB':>19} "
-          f"{'peak RSS 1 proc MiB':>20} {'rerun s':>8}")
+          f"{'peak RSS 1 proc MiB':>20} {'rerun s':>8} {'CPU s':>7}")
     rows, dask_rows = [], []
     with contextlib.ExitStack() as stack:
         cluster = stack.enter_context(dask_cluster(workdir, env)) if args.dask else None
@@ -214,15 +236,15 @@ def main(argv=None) -> int:
                 cmd = exe + ["run", str(bids), str(out), "participant", *flags, "--quiet"]
                 if args.modules:
                     cmd += ["--modules", args.modules]
-                seconds, total, single, code = measure(cmd, env, also)
+                seconds, total, single, code, cpu = measure(cmd, env, also)
                 if code:
                     print(f"{n:>12} {kind} failed (exit {code})")
                     return code
-                rerun, _, _, _ = measure(cmd, env, also)
+                rerun = measure(cmd, env, also)[0]
                 label = f"joblib {args.n_jobs} procs" if kind == "joblib" else "dask 2 workers"
-                (rows if kind == "joblib" else dask_rows).append((n, seconds, total, single, rerun))
+                (rows if kind == "joblib" else dask_rows).append((n, seconds, total, single, rerun, cpu))
                 print(f"{n:>12} {label:>16} {seconds:>9.1f} {seconds / n:>13.2f} {total:>19.0f} {single:>20.0f} "
-                      f"{rerun:>8.1f}", flush=True)
+                      f"{rerun:>8.1f} {cpu:>7.1f}", flush=True)
             if cluster:
                 a, b = participant_outputs(workdir / f"out-{n}-joblib"), participant_outputs(workdir / f"out-{n}-dask")
                 same = sorted(a) == sorted(b) and all(a[k] == b[k] for k in a)
@@ -241,10 +263,12 @@ def main(argv=None) -> int:
                       "seconds_per_participant": [round(r[1] / r[0], 3) for r in rows],
                       "peak_rss_total_mb": [round(r[2]) for r in rows],
                       "rerun_seconds": [round(r[4], 1) for r in rows],
+                      "cpu_seconds": [round(r[5], 1) for r in rows],
                       **({"dask_2_workers": {"seconds": [round(r[1], 1) for r in dask_rows],
+                                             "cpu_seconds": [round(r[5], 1) for r in dask_rows],
                                              "peak_rss_total_mb": [round(r[2]) for r in dask_rows],
                                              "rerun_seconds": [round(r[4], 1) for r in dask_rows],
-                                             "identical_to_joblib": all(r[5] for r in dask_rows)}}
+                                             "identical_to_joblib": all(r[6] for r in dask_rows)}}
                          if dask_rows else {})}))
     return 0
 
