@@ -830,21 +830,25 @@ def glm_contrasts(Y: np.ndarray, X: np.ndarray, C: np.ndarray, noise_model: str 
     """Effects and variances of t contrasts of nilearn's first-level GLM, for every column of ``Y``.
 
     The model is :func:`nilearn.glm.first_level.run_glm` followed by
-    :func:`nilearn.glm.contrasts.compute_contrast`, computed in fewer passes:
+    :func:`nilearn.glm.contrasts.compute_contrast`, computed from one pass over the data:
 
-    * each column is scaled to percent signal change of its own mean (:func:`percent_signal`);
-    * ``"ar1"``: one OLS pass gives every voxel's residual sums, from which its Yule-Walker
-      AR(1) coefficient is computed exactly as run_glm does (residuals centred on their grand
-      mean over all voxels and volumes, the same normalisation), then truncated to run_glm's
-      0.01-wide bins;
+    * each column is scaled to percent signal change of its own mean (:func:`percent_signal`)
+      and reduced to a few products with the design (:func:`_series_products`: ``X'y`` and the
+      design shifted by one volume, ``N'y``, and sums of squares and lagged products);
+    * ``"ar1"``: from those, every voxel's OLS residual sums and its Yule-Walker AR(1)
+      coefficient exactly as run_glm computes it (residuals centred on their grand mean over
+      all voxels and volumes, the same normalisation), truncated to run_glm's 0.01-wide bins
+      (:func:`_ar1_bins`);
     * per bin: one SVD of the pre-whitened design (the pseudo-inverse run_glm's ``ARModel``
-      uses, same cut-off) and one matrix product ``U' W y`` over every voxel of the bin, which
+      uses, same cut-off); ``U' W y`` of every voxel of the bin follows from its products, and
       gives every contrast's effect (``c' pinv(WX) W y``) and the dispersion
       (``(|Wy|^2 - |U' W y|^2) / (T - p)``, run_glm's normalisation); the variance is
-      ``c' pinv(WX) pinv(WX)' c`` times the dispersion;
+      ``c' pinv(WX) pinv(WX)' c`` times the dispersion (:func:`_binned_contrasts`);
     * ``"ols"``: the same with no whitening (one bin).
 
-    Voxels are processed ``chunk`` columns at a time in float64 (``Y`` itself may be float32).
+    The data pass works on ``chunk`` contiguous columns at a time in float64 (``Y`` itself may
+    be float32); it costs two design-sized matrix products per voxel, a third less than an OLS
+    pass followed by a whitened pass.
 
     Parameters
     ----------
@@ -878,13 +882,10 @@ def glm_contrasts(Y: np.ndarray, X: np.ndarray, C: np.ndarray, noise_model: str 
     >>> bool(np.allclose(effect[0], ref.effect_size()) and np.allclose(variance[0], ref.effect_variance()))
     True
     """
-    from scipy import linalg
-
     Y = np.asarray(Y)
     X = np.asarray(X, np.float64)
     C = np.atleast_2d(np.asarray(C, np.float64))
-    n_t, n_v = Y.shape
-    p = X.shape[1]
+    n_v = Y.shape[1]
     if noise_model not in ("ar1", "ols"):
         from nilearn.glm.contrasts import compute_contrast
         data = Y if offset is None else np.asarray(Y, np.float64) + offset
@@ -892,40 +893,101 @@ def glm_contrasts(Y: np.ndarray, X: np.ndarray, C: np.ndarray, noise_model: str 
         cons = [compute_contrast(labels, results, c, stat_type="t") for c in C]
         return (np.array([np.ravel(c.effect_size()) for c in cons]),
                 np.array([np.ravel(c.effect_variance()) for c in cons]))
+    products = _series_products(Y, X, offset, chunk)
+    bins = _ar1_bins(products, X) if noise_model == "ar1" else np.zeros(n_v, int)
+    return _binned_contrasts(products, X, C, bins)
+
+
+def _rank(sv: np.ndarray, shape) -> int:
+    """Singular values kept by a pseudo-inverse (numpy's and scipy's default cut-off)."""
+    return int(np.sum(sv > max(shape) * np.finfo(float).eps * sv.max()))
+
+
+def _series_products(Y: np.ndarray, X: np.ndarray, offset: np.ndarray | None = None,
+                     chunk: int = 2048) -> dict[str, np.ndarray]:
+    """One pass over the data: every product of a voxel's series that the AR(1) GLM needs.
+
+    Each column ``y`` of ``Y (+ offset)`` is scaled to percent signal change of its own mean (as
+    :func:`percent_signal`), then reduced to ``X' y``, ``N' y`` with ``N`` the design shifted one
+    volume down plus one volume up (``N_t = x_t+1 + x_t-1``, missing neighbours 0), ``sum y``,
+    ``y' y``, ``sum y_t y_t+1``, ``y_0`` and ``y_T-1``. OLS residuals, their AR(1) sums and the
+    pre-whitened fit of any AR coefficient are functions of these (:func:`_ar1_bins`,
+    :func:`_binned_contrasts`), so the (T, V) data are read and scaled once, in contiguous
+    blocks of ``chunk`` columns, with one matrix product ``[X, N]' y`` per block.
+    """
+    Y = np.asarray(Y)
+    n_t, n_v = Y.shape
+    p = X.shape[1]
+    N = np.zeros_like(X)
+    N[:-1] += X[1:]
+    N[1:] += X[:-1]
+    D = np.ascontiguousarray(np.concatenate([X, N], axis=1).T)
     mean = Y.mean(axis=0, dtype=np.float64)
     if offset is not None:
         mean += offset
     ok = np.abs(mean) > 1e-6 * max(float(np.abs(mean).max(initial=0.0)), 1e-12)
-
-    def scaled(cols) -> np.ndarray:
-        """Percent signal change of some columns, float64 (as percent_signal computes it)."""
+    scale = 100.0 / np.where(ok, mean, 1.0)
+    out = {"Xy": np.empty((p, n_v)), "Ny": np.empty((p, n_v)), "s": np.empty(n_v), "yy": np.empty(n_v),
+           "lag": np.empty(n_v), "first": np.empty(n_v), "last": np.empty(n_v)}
+    for start in range(0, n_v, chunk):
+        cols = slice(start, min(start + chunk, n_v))
         y = np.array(Y[:, cols], np.float64)
         if offset is not None:
             y += offset[cols]
-        y /= np.where(ok[cols], mean[cols], 1.0)
-        y -= 1.0
-        y *= 100.0
+        y *= scale[cols]
+        y -= 100.0
         y[:, ~ok[cols]] = 0.0
-        return y
+        q = D @ y
+        out["Xy"][:, cols], out["Ny"][:, cols] = q[:p], q[p:]
+        out["s"][cols] = y.sum(axis=0)
+        out["yy"][cols] = np.einsum("tv,tv->v", y, y)
+        out["lag"][cols] = np.einsum("tv,tv->v", y[1:], y[:-1])
+        out["first"][cols], out["last"][cols] = y[0], y[-1]
+    return out
 
-    if noise_model == "ar1":
-        pinv = linalg.pinv(X)
-        sums = np.zeros((5, n_v))            # sum e, sum e^2, sum e_t e_t+1, e_0, e_T-1
-        for start in range(0, n_v, chunk):
-            cols = slice(start, min(start + chunk, n_v))
-            y = scaled(cols)
-            e = y - X @ (pinv @ y)
-            sums[:, cols] = (e.sum(axis=0), np.einsum("tv,tv->v", e, e),
-                             np.einsum("tv,tv->v", e[1:], e[:-1]), e[0], e[-1])
-        s_e, s_ee, s_lag, first, last = sums
-        g = s_e.sum() / (n_t * n_v)                     # run_glm centres on the grand mean
-        r0 = (s_ee - 2 * g * s_e + n_t * g * g) / (n_t * n_t)
-        r1 = (s_lag - g * (2 * s_e - first - last) + (n_t - 1) * g * g) / ((n_t - 1) * n_t)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            rho = np.where(r0 > 0, r1 / r0, 0.0)
-        bins = (rho * 100).astype(int)                 # run_glm: (rho * bins).astype(int) / bins
-    else:
-        bins = np.zeros(n_v, int)
+
+def _ar1_bins(products: dict, X: np.ndarray) -> np.ndarray:
+    """run_glm's AR(1) bin of every voxel (``int(rho * 100)``) from :func:`_series_products`.
+
+    The OLS coefficients are ``b = pinv(X) y = pinv(X'X) X'y``; the residuals ``e = y - X b``
+    enter through ``sum e``, ``e'e``, ``sum e_t e_t+1``, ``e_0`` and ``e_T-1``, each written with
+    the products (``e'e = y'y - 2 b'X'y + b'X'X b``, ``sum e_t e_t+1 = sum y_t y_t+1 - b'N'y +
+    b' X[:-1]'X[1:] b``). As run_glm does, residuals are centred on their grand mean over all
+    voxels and volumes, and the Yule-Walker coefficient is truncated to 0.01-wide bins.
+    """
+    n_t = X.shape[0]
+    Xy, Ny = products["Xy"], products["Ny"]
+    n_v = Xy.shape[1]
+    _, sv, vt = np.linalg.svd(X, full_matrices=False)
+    r = _rank(sv, X.shape)
+    b = (vt[:r].T / sv[:r] ** 2) @ (vt[:r] @ Xy)                   # pinv(X) y
+    s_e = products["s"] - X.sum(axis=0) @ b
+    s_ee = products["yy"] - 2 * np.einsum("pv,pv->v", b, Xy) + np.einsum("pv,pv->v", b, (X.T @ X) @ b)
+    s_lag = products["lag"] - np.einsum("pv,pv->v", b, Ny) + np.einsum("pv,pv->v", b, (X[:-1].T @ X[1:]) @ b)
+    first = products["first"] - X[0] @ b
+    last = products["last"] - X[-1] @ b
+    g = s_e.sum() / (n_t * n_v)                     # run_glm centres on the grand mean
+    r0 = (s_ee - 2 * g * s_e + n_t * g * g) / (n_t * n_t)
+    r1 = (s_lag - g * (2 * s_e - first - last) + (n_t - 1) * g * g) / ((n_t - 1) * n_t)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rho = np.where(r0 > 0, r1 / r0, 0.0)
+    return (rho * 100).astype(int)                 # run_glm: (rho * bins).astype(int) / bins
+
+
+def _binned_contrasts(products: dict, X: np.ndarray, C: np.ndarray,
+                      bins: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Effects and variances of the t contrasts ``C`` of the pre-whitened fit, bin by bin.
+
+    For AR coefficient ``a`` (``W``: ``(Wy)_0 = y_0``, ``(Wy)_t = y_t - a y_t-1``, run_glm's
+    ``ARModel.whiten``), with ``WX = U S V'`` (the pseudo-inverse's SVD and cut-off):
+    ``U'Wy = S^-1 V' (WX)'Wy`` and ``(WX)'Wy = (1 + a^2) X'y - a N'y - a^2 x_T-1 y_T-1``;
+    ``|Wy|^2 = (1 + a^2) y'y - 2 a sum y_t y_t+1 - a^2 y_T-1^2``. The effect is
+    ``c' pinv(WX) Wy``, the dispersion ``(|Wy|^2 - |U'Wy|^2) / (T - p)`` and the variance
+    ``c' pinv(WX) pinv(WX)' c`` times the dispersion, as compute_contrast gives them.
+    """
+    n_t, p = X.shape
+    Xy, Ny, yy, lag, last = (products[k] for k in ("Xy", "Ny", "yy", "lag", "last"))
+    n_v = Xy.shape[1]
     effect = np.zeros((len(C), n_v))
     variance = np.zeros((len(C), n_v))
     order = np.argsort(bins, kind="stable")
@@ -936,20 +998,17 @@ def glm_contrasts(Y: np.ndarray, X: np.ndarray, C: np.ndarray, noise_model: str 
         a = bins[members[0]] * 1.0 / 100
         wX = X.copy()
         wX[1:] = wX[1:] - a * X[:-1]                   # ARModel.whiten
-        u, sv, vt = linalg.svd(wX, full_matrices=False, check_finite=False)
-        rank = int(np.sum(sv > max(wX.shape) * np.finfo(float).eps * sv.max()))   # pinv's cut-off
-        F = (C @ vt[:rank].T) / sv[:rank]               # contrasts of pinv(WX), through U
+        _, sv, vt = np.linalg.svd(wX, full_matrices=False)
+        r = _rank(sv, wX.shape)
+        R = vt[:r] / sv[:r, None]                       # U' W y = R (WX)' W y
+        F = (C @ vt[:r].T) / sv[:r]                     # contrasts of pinv(WX), through U
         q = np.einsum("kr,kr->k", F, F)                 # c' pinv(WX) pinv(WX)' c
-        ut = np.ascontiguousarray(u[:, :rank].T)
-        for start in range(0, len(members), chunk):
-            cols = members[start:start + chunk]
-            wy = scaled(cols)
-            if a:
-                wy[1:] = wy[1:] - a * wy[:-1]
-            z = ut @ wy
-            rss = np.maximum(np.einsum("tv,tv->v", wy, wy) - np.einsum("rv,rv->v", z, z), 0.0)
-            effect[:, cols] = F @ z
-            variance[:, cols] = np.outer(q, rss / (n_t - p))
+        h = (1 + a * a) * Xy[:, members] - a * Ny[:, members] - np.outer(a * a * X[-1], last[members])
+        z = R @ h
+        wyy = (1 + a * a) * yy[members] - 2 * a * lag[members] - a * a * last[members] ** 2
+        rss = np.maximum(wyy - np.einsum("rv,rv->v", z, z), 0.0)
+        effect[:, members] = F @ z
+        variance[:, members] = np.outer(q, rss / (n_t - p))
     return effect, variance
 
 
