@@ -192,13 +192,16 @@ def _with_confounds(config: Config, strategy: str | None) -> Config:
 @click.option("--biomarker-features", type=click.Choice(["a-priori", "all"]), default=None,
               help="Biomarker features: the modules' a-priori features (their findings rows; default) or all subject features.")
 @click.option("--n-permutations", type=int, default=None, help="Permutations for voxel-wise and network inference (group level).")
+@click.option("--longitudinal", default="auto", show_default=True,
+              help="Group level: BASELINE,FOLLOWUP sessions of the longitudinal contrasts (time, group:time, "
+                   "change~pain_relief, persisting-recovering); auto: when participants have exactly two sessions; none: off.")
 @click.option("--seed", type=int, default=None, help="Random seed of the run.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @click.option("-v", "--verbose", is_flag=True, help="Log progress to stderr.")
 def run(bids_dir, output_dir, analysis_level, participant_label, session_label, space, task_map,
         confounds_strategy, repetition_time, derivatives, group_map, sex_map, strict, config_file, modules,
         atlas, signatures, n_jobs, scheduler, dask_workers, biomarkers, biomarker_features, n_permutations,
-        seed, quiet, verbose):
+        longitudinal, seed, quiet, verbose):
     """Run painplast on BIDS_DIR, writing derivatives to OUTPUT_DIR (BIDS-Apps convention)."""
     from . import engine
     data = dict(participant_label=participant_label, session_label=session_label, derivatives=derivatives,
@@ -222,7 +225,9 @@ def run(bids_dir, output_dir, analysis_level, participant_label, session_label, 
         cohort.check_inputs(needs, required=config.modules if modules else ())
     _check_output_dir(bids_dir, output_dir)
     if not participant:   # what the group level needs, checked before anything is written
-        engine.check_group_inputs(cohort, config, output_dir)
+        pair = engine.longitudinal_sessions(cohort, longitudinal)
+        engine.check_group_inputs(cohort, config, output_dir,
+                                  engine.group_sessions(cohort, session_label or None, pair))
         if biomarkers:
             from .biomarker.model import resolve_target
             for target in biomarkers:
@@ -239,7 +244,7 @@ def run(bids_dir, output_dir, analysis_level, participant_label, session_label, 
                    f"already done, {len(summary.failed)} skipped ({summary.seconds:.1f} s)")
     else:
         engine.run_group_level(cohort, config, output_dir, progress=not quiet, scheduler=scheduler,
-                               dask_workers=dask_workers)
+                               dask_workers=dask_workers, longitudinal=longitudinal)
         for target in biomarkers:
             engine.run_biomarker(cohort, config, output_dir, target, runner=_biomarker)
         _maybe_report(output_dir)
