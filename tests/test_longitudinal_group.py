@@ -148,3 +148,13 @@ def test_structure_change_found_from_images(tmp_path):
     assert set(summary.contrast) == {"time", "group:time"} and (summary.n_voxels > 1000).all()
     notes = json.loads((out / "group" / "structure_notes.json").read_text())
     assert any("baseline -> followup" in n for n in notes["notes"])
+    # test-retest reliability of the controls' two sessions: planted ICC inside the intervals
+    assert main(["reliability", str(root), str(out), "--modules", "structure", "--config", str(config)]) == 0
+    icc = pd.read_csv(out / "group" / "reliability.tsv", sep="\t")
+    assert set(icc.kind) == {"ICC(2,1)", "ICC(3,1)"} and set(icc.band) <= {"poor", "moderate", "good", "excellent"}
+    consistency = icc[icc.kind == "ICC(3,1)"]
+    planted_icc = consistency.feature.map(truth["icc"])
+    assert len(consistency) == 12 and planted_icc.notna().all()
+    assert ((consistency.ci_low <= planted_icc) & (planted_icc <= consistency.ci_high)).sum() >= 10
+    assert (consistency.n == (pd.read_csv(root / "participants.tsv", sep="\t").group == "control").sum()).all()
+    assert main(["reliability", str(root), str(out), "--sessions", "baseline,month3"]) == 2

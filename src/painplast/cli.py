@@ -330,6 +330,28 @@ def report(output_dir):
 
 
 @cli.command()
+@click.argument("bids_dir", type=click.Path(path_type=Path))
+@click.argument("output_dir", type=click.Path(path_type=Path))
+@_data_options
+@click.option("--modules", default=None, help="Comma-separated modules (default: all).")
+@click.option("--sessions", default=None, help="Sessions compared, comma-separated (default: all of them).")
+@click.option("--who", type=click.Choice(["controls", "patients", "all"]), default="controls", show_default=True,
+              help="Whose repeated sessions: people who should not change between them.")
+def reliability(bids_dir, output_dir, participant_label, session_label, space, task_map, confounds_strategy,
+                repetition_time, derivatives, group_map, sex_map, strict, config_file, modules, sessions, who):
+    """Test-retest ICC(2,1)/ICC(3,1) of every feature from OUTPUT_DIR's participant results."""
+    from .reliability import run_reliability
+    data = dict(participant_label=participant_label, session_label=session_label, derivatives=derivatives,
+                group_map=group_map, sex_map=sex_map, strict=strict)
+    config = _config(config_file, modules, None, (), None, space,
+                     _pairs(task_map, "--task-map", "rest=restingstate"), repetition_time)
+    config = _with_confounds(config, confounds_strategy)
+    cohort = _load_cohort(bids_dir, config, data, _needs(config.modules))
+    labels = [s for s in (sessions or "").split(",") if s.strip()] or None
+    click.echo(str(run_reliability(cohort, config, output_dir, labels, who)))
+
+
+@cli.command()
 @click.argument("out", type=click.Path(path_type=Path), default=Path("demo_output"))
 @click.option("--n-jobs", type=int, default=2, show_default=True)
 @click.option("--quiet", is_flag=True)
