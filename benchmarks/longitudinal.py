@@ -2,7 +2,7 @@
 
 usage: python benchmarks/longitudinal.py [--seeds 10] [--first-seed 0] [--participants 120]
                                          [--sites 3] [--null] [--level features|images]
-                                         [--n-jobs 2] [--work DIR]
+                                         [--n-jobs 2] [--work DIR] [--biomarker]
 
 Acceptance of issue 16: on a simulated longitudinal cohort (default sizes, 120 participants, 3
 sites) every planted longitudinal effect is found with the right sign at corrected p < 0.05 in
@@ -111,7 +111,22 @@ def feature_level(seed: int, args) -> tuple[dict, pd.DataFrame, dict]:
         longs.append(group.tables["features_long"].set_index(["participant_id", "session"]))
     long = pd.concat(longs, axis=1).reset_index()
     controls = parts.index[parts["group"] == "control"]
+    if getattr(args, "biomarker", False):
+        baseline = long[long["session"] == SESSIONS[0]].drop(columns="session").set_index("participant_id")
+        baseline["connectivity.mean_fd"] = parts["mean_fd"]
+        truth = {**truth, "_chronification_auc": chronification_auc(baseline, parts, seed)}
     return findings, long[long["participant_id"].isin(controls)], truth
+
+
+def chronification_auc(baseline: pd.DataFrame, parts: pd.DataFrame, seed: int) -> float:
+    """Cross-validated AUC of painplast's biomarker for ``outcome`` (persisting vs recovering)
+    from the baseline features only (the biomarker's defaults: confounds age, sex and head
+    motion removed inside the folds; 5 outer folds x 4 repeats, no permutations)."""
+    from painplast.biomarker import run_biomarker
+
+    result, _ = run_biomarker(baseline, parts.reset_index(), "outcome", random_state=seed, repeats=4,
+                              n_permutations=0, n_bootstrap=100, site_out=False, learning=False)
+    return float(result["metrics"]["auc"]["estimate"])
 
 
 def image_level(seed: int, args, work: Path) -> tuple[dict, pd.DataFrame, dict]:
@@ -183,12 +198,14 @@ def main(argv=None) -> int:
     ap.add_argument("--level", choices=("features", "images"), default="features")
     ap.add_argument("--n-jobs", type=int, default=2)
     ap.add_argument("--n-permutations", type=int, default=1000)
+    ap.add_argument("--biomarker", action="store_true",
+                    help="features: also the baseline-only biomarker for outcome (persisting vs recovering)")
     ap.add_argument("--work", type=Path, default=None, help="images: folder for the cohorts and outputs")
     args = ap.parse_args(argv)
     seeds = args.seeds or (20 if args.null else 10)
     work = args.work or Path(tempfile.mkdtemp(prefix="painplast-longitudinal-"))
     t0 = time.perf_counter()
-    all_hits, all_fps, all_fps_long, inside, total = [], [], [], 0, 0
+    all_hits, all_fps, all_fps_long, inside, total, aucs = [], [], [], 0, 0, []
     planted = {}
     for seed in range(args.first_seed, args.first_seed + seeds):
         if args.level == "features":
@@ -199,6 +216,9 @@ def main(argv=None) -> int:
         all_hits.append(hits)
         all_fps.append(fps)
         all_fps_long.append(score(findings, truth, longitudinal_only=True)[1])
+        if "_chronification_auc" in truth:
+            aucs.append((truth["_chronification_auc"], truth["best_auc_deconfounded"]["chronification"],
+                         truth["best_auc_measured"]["chronification"]))
         i, t = icc_coverage(long, truth)
         inside, total = inside + i, total + t
         planted.update({(e["module"], e["feature"], e["contrast"]): e for e in truth["effects"]})
@@ -223,7 +243,16 @@ def main(argv=None) -> int:
           + ", ".join(f"{m} {v:.2f}" for m, v in fwer_long.items()))
     coverage = inside / total if total else float("nan")
     print(f"ICC(3,1) 95% interval covers the planted ICC: {inside}/{total} = {coverage:.1%}")
-    print(json.dumps({"benchmark": "longitudinal", "level": args.level, "null": args.null,
+    chronification = None
+    if aucs:
+        a = np.array(aucs)
+        chronification = {"mean_auc": round(float(a[:, 0].mean()), 3),
+                          "best_auc_deconfounded": round(float(a[:, 1].mean()), 3),
+                          "best_auc_measured": round(float(a[:, 2].mean()), 3),
+                          "aucs": [round(float(v), 3) for v in a[:, 0]]}
+        print(f"chronification (baseline only): mean cross-validated AUC {a[:, 0].mean():.3f} over {len(a)} seeds; "
+              f"recorded best AUC {a[:, 1].mean():.3f} (deconfounded), {a[:, 2].mean():.3f} (measured scale)")
+    print(json.dumps({"benchmark": "longitudinal", "chronification": chronification, "level": args.level, "null": args.null,
                       "participants": args.participants, "sites": args.sites, "seeds": seeds,
                       "first_seed": args.first_seed,
                       "min_found": min(rates.values()) if rates else None,

@@ -246,7 +246,8 @@ def run(bids_dir, output_dir, analysis_level, participant_label, session_label, 
         engine.run_group_level(cohort, config, output_dir, progress=not quiet, scheduler=scheduler,
                                dask_workers=dask_workers, longitudinal=longitudinal)
         for target in biomarkers:
-            engine.run_biomarker(cohort, config, output_dir, target, runner=_biomarker)
+            engine.run_biomarker(cohort, config, output_dir, target, runner=_biomarker,
+                                 longitudinal=longitudinal)
         _maybe_report(output_dir)
         click.echo(str(output_dir))
 

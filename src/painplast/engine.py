@@ -918,7 +918,8 @@ def run_group_level(cohort: Cohort, config: Config, out_dir: str | os.PathLike, 
 
 
 def run_biomarker(cohort: Cohort, config: Config, out_dir: str | os.PathLike, target: str,
-                  runner: Callable[[Cohort, Config, Path, str], object], *, force: bool = False) -> bool:
+                  runner: Callable[[Cohort, Config, Path, str], object], *, force: bool = False,
+                  longitudinal: str | Sequence[str] | None = "auto") -> bool:
     """Run ``runner`` (the biomarker engine) for ``target`` unless its outputs are up to date.
 
     Parameters
@@ -933,12 +934,20 @@ def run_biomarker(cohort: Cohort, config: Config, out_dir: str | os.PathLike, ta
         (:meth:`~painplast.cohort.Cohort.cross_sectional_sessions`).
     force : bool
         Run even when up to date.
+    longitudinal : str or pair of str, optional
+        As for :func:`run_group_level`. With a baseline and a follow-up session the runner sees
+        the cohort restricted to the baseline session (``session_label``), so a follow-up
+        outcome (``outcome``: persisting vs recovering, ``pain_relief``) is predicted from
+        baseline features only and no follow-up file enters the features or the input hash.
 
     Returns
     -------
     bool
         True if it ran, False if the outputs were up to date.
     """
+    pair = longitudinal_sessions(cohort, longitudinal)
+    if pair is not None:
+        cohort = replace(cohort, session_label=(pair[0],))
     out_dir = Path(out_dir)
     deriv = Derivatives(out_dir)
     sessions = cohort.cross_sectional_sessions()
