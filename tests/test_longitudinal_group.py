@@ -158,3 +158,19 @@ def test_structure_change_found_from_images(tmp_path):
     assert ((consistency.ci_low <= planted_icc) & (planted_icc <= consistency.ci_high)).sum() >= 10
     assert (consistency.n == (pd.read_csv(root / "participants.tsv", sep="\t").group == "control").sum()).all()
     assert main(["reliability", str(root), str(out), "--sessions", "baseline,month3"]) == 2
+    # the report gains the longitudinal and reliability sections (spaghetti plots, ranked ICCs)
+    assert main(["report", str(out)]) == 0
+    html = (out / "report.html").read_text()
+    assert 'id="longitudinal"' in html and 'id="reliability"' in html
+    section = html.split('id="longitudinal"')[1].split("</section>")[0]
+    assert section.count("<img") >= 2 and "structure.gm_" in section
+    # a biomarker of a longitudinal cohort sees the baseline session only
+    seen = {}
+    cohort = Cohort.from_bids(root)
+    engine.run_biomarker(cohort, Config(modules=("structure",)), out, "outcome", force=True,
+                         runner=lambda c, *a: seen.update(c.cross_sectional_sessions()))
+    assert len(seen) == 48 and set(seen.values()) == {"baseline"}
+    engine.run_biomarker(cohort, Config(modules=("structure",)), out, "outcome", force=True,
+                         longitudinal="followup,baseline",
+                         runner=lambda c, *a: seen.update(c.cross_sectional_sessions()))
+    assert set(seen.values()) == {"followup"}
