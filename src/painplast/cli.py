@@ -355,8 +355,11 @@ def reliability(bids_dir, output_dir, participant_label, session_label, space, t
 @cli.command()
 @click.argument("out", type=click.Path(path_type=Path), default=Path("demo_output"))
 @click.option("--n-jobs", type=int, default=2, show_default=True)
+@click.option("--longitudinal", is_flag=True,
+              help="The longitudinal demo: baseline and follow-up sessions, longitudinal findings, "
+                   "test-retest reliability of the controls, baseline-only outcome biomarker.")
 @click.option("--quiet", is_flag=True)
-def demo(out, n_jobs, quiet):
+def demo(out, n_jobs, longitudinal, quiet):
     """Simulate the demo cohort, run every module, the biomarker and the report."""
     from .simulate import SimulationParameters, simulate as _simulate
     from .cohort import Cohort
@@ -364,18 +367,26 @@ def demo(out, n_jobs, quiet):
     out = Path(out)
     bids = out / "bids"
     results = out / "derivatives"
+    # the longitudinal demo leaves out the pain task (sensitization does not reverse) to stay in minutes
+    params = SimulationParameters(design="longitudinal", tasks=("somatotopy", "modulation", "rest")) \
+        if longitudinal else SimulationParameters()
     if not (bids / "participants.tsv").exists():
-        _simulate(bids, SimulationParameters(), n_jobs=n_jobs, progress=not quiet)
+        _simulate(bids, params, n_jobs=n_jobs, progress=not quiet)
     cohort = Cohort.from_bids(bids)
     signature = bids / "derivatives" / "simulation" / "signature-simpain_weights.nii.gz"
     # the demo keeps validation light so it runs in minutes: fewer repeats and permutations
     config = Config(signatures=(str(signature),) if signature.exists() else (), n_permutations=500,
                     options={"biomarker": {"repeats": 2, "n_permutations": 20, "inner_folds": 3,
                                            "n_bootstrap": 1000, "learning": False}})
+    if longitudinal:
+        config = config.replace(modules=tuple(m for m in config.modules if m != "sensitization"))
     _setup_logging(results, False)
     engine.run_participant_level(cohort, config, results, n_jobs=n_jobs, progress=not quiet)
     engine.run_group_level(cohort, config, results, progress=not quiet)
-    for target in ("diagnosis", "treatment"):
+    if longitudinal:
+        from .reliability import run_reliability
+        run_reliability(cohort, config, results)
+    for target in (("diagnosis", "outcome") if longitudinal else ("diagnosis", "treatment")):
         try:
             engine.run_biomarker(cohort, config, results, target, runner=_biomarker)
         except InputError as error:  # the report lists the biomarker as not run, with the reason
