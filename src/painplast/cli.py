@@ -367,8 +367,10 @@ def demo(out, n_jobs, longitudinal, quiet):
     out = Path(out)
     bids = out / "bids"
     results = out / "derivatives"
-    # the longitudinal demo leaves out the pain task (sensitization does not reverse) to stay in minutes
-    params = SimulationParameters(design="longitudinal", tasks=("somatotopy", "modulation", "rest")) \
+    # the longitudinal demo leaves out the pain task (sensitization does not reverse) to stay in
+    # minutes, and has more subacute patients (16 of 40) so the outcome biomarker has some to learn from
+    params = SimulationParameters(design="longitudinal", tasks=("somatotopy", "modulation", "rest"),
+                                  chronic_fraction=0.35, subacute_fraction=0.4) \
         if longitudinal else SimulationParameters()
     if not (bids / "participants.tsv").exists():
         _simulate(bids, params, n_jobs=n_jobs, progress=not quiet)
