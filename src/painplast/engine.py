@@ -733,10 +733,11 @@ def longitudinal_sessions(cohort: Cohort, longitudinal: str | Sequence[str] | No
     """The (baseline, follow-up) sessions of the longitudinal group statistics, or None.
 
     ``"auto"`` (the default of ``painplast run ... group``): longitudinal when the cohort's
-    participants have exactly two session labels between them and at least
-    :data:`~painplast.plasticity._group.MIN_PARTICIPANTS` participants have both; the baseline
-    is the one most participants have first (by ``acq_time`` in ``sub-*_sessions.tsv``, else by
-    label). A cohort read with one ``--session-label`` has one session and is cross-sectional.
+    participants have exactly two session labels between them, at least
+    :data:`~painplast.plasticity._group.MIN_PARTICIPANTS` participants have both, and
+    ``acq_time`` in ``sub-*_sessions.tsv`` orders them; the baseline is the one most
+    participants have first. Without ``acq_time`` the order is unknown and nothing is guessed
+    (None: name the sessions with ``--longitudinal``). A cohort read with one ``--session-label`` has one session and is cross-sectional.
     ``"none"`` (or None): cross-sectional only. ``"BASE,FOLLOW"`` or a pair: those two sessions
     (``ses-`` optional), which must both exist.
 
@@ -773,6 +774,10 @@ def longitudinal_sessions(cohort: Cohort, longitudinal: str | Sequence[str] | No
         for subject in cohort.subjects:
             own = [s for s in subject.sessions if s is not None]
             if len(own) == 2:
+                times = [pd.to_datetime((subject.session_info.get(s) or {}).get("acq_time"), errors="coerce")
+                         for s in own]
+                if any(pd.isna(t) for t in times):   # order unknown: the user names the sessions
+                    return None
                 both += 1
                 firsts[own[0]] = firsts.get(own[0], 0) + 1
         from .plasticity._group import MIN_PARTICIPANTS
