@@ -766,11 +766,9 @@ def render_report(output_dir: str | Path) -> str:
                 _biomarker(out), _methods(out)]
     # longitudinal and reliability sections, only when their results exist (report/longitudinal.py)
     from . import longitudinal as _longitudinal
-    import sys as _sys
-    this = _sys.modules[__name__]
     for sid, title, body in (("longitudinal", "Longitudinal change",
-                              _longitudinal.longitudinal_section(root, out.modules, out.participants, alpha, this)),
-                             ("reliability", "Test-retest reliability", _longitudinal.reliability_section(root, this))):
+                              _longitudinal.longitudinal_section(root, out.modules, out.participants, alpha)),
+                             ("reliability", "Test-retest reliability", _longitudinal.reliability_section(root))):
         if body:
             titles[sid] = title
             nav_ids.insert(nav_ids.index("biomarker"), sid)

@@ -109,11 +109,11 @@ def _sessions(notes: list[str]) -> tuple[str, str] | None:
     return None
 
 
-def longitudinal_section(root: Path, modules, participants: pd.DataFrame, alpha: float, html):
-    """The longitudinal section's body, or None without longitudinal results.
+def longitudinal_section(root: Path, modules, participants: pd.DataFrame, alpha: float):
+    """The longitudinal section's body (a list of HTML parts), or None without longitudinal
+    results."""
+    from . import html          # the report's HTML helpers (html imports this module lazily)
 
-    ``html`` is :mod:`painplast.report.html` (its ``tag``, ``table``, ``image`` helpers).
-    """
     group = root / "group"
     rows, longs, sessions = [], [], None
     for module in modules:
@@ -169,8 +169,11 @@ def _poor_biomarkers(root: Path, poor: set[str]) -> list[tuple[str, list[str]]]:
     return out
 
 
-def reliability_section(root: Path, html):
-    """The reliability section's body, or None without ``group/reliability.tsv``."""
+def reliability_section(root: Path):
+    """The reliability section's body (a list of HTML parts), or None without
+    ``group/reliability.tsv``."""
+    from . import html
+
     table = _read(root / "group" / "reliability.tsv")
     if table is None or table.empty:
         return None
