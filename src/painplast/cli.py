@@ -192,13 +192,16 @@ def _with_confounds(config: Config, strategy: str | None) -> Config:
 @click.option("--biomarker-features", type=click.Choice(["a-priori", "all"]), default=None,
               help="Biomarker features: the modules' a-priori features (their findings rows; default) or all subject features.")
 @click.option("--n-permutations", type=int, default=None, help="Permutations for voxel-wise and network inference (group level).")
+@click.option("--longitudinal", default="auto", show_default=True,
+              help="Group level: BASELINE,FOLLOWUP sessions of the longitudinal contrasts (time, group:time, "
+                   "change~pain_relief, persisting-recovering); auto: when participants have exactly two sessions; none: off.")
 @click.option("--seed", type=int, default=None, help="Random seed of the run.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @click.option("-v", "--verbose", is_flag=True, help="Log progress to stderr.")
 def run(bids_dir, output_dir, analysis_level, participant_label, session_label, space, task_map,
         confounds_strategy, repetition_time, derivatives, group_map, sex_map, strict, config_file, modules,
         atlas, signatures, n_jobs, scheduler, dask_workers, biomarkers, biomarker_features, n_permutations,
-        seed, quiet, verbose):
+        longitudinal, seed, quiet, verbose):
     """Run painplast on BIDS_DIR, writing derivatives to OUTPUT_DIR (BIDS-Apps convention)."""
     from . import engine
     data = dict(participant_label=participant_label, session_label=session_label, derivatives=derivatives,
@@ -222,7 +225,9 @@ def run(bids_dir, output_dir, analysis_level, participant_label, session_label, 
         cohort.check_inputs(needs, required=config.modules if modules else ())
     _check_output_dir(bids_dir, output_dir)
     if not participant:   # what the group level needs, checked before anything is written
-        engine.check_group_inputs(cohort, config, output_dir)
+        pair = engine.longitudinal_sessions(cohort, longitudinal)
+        engine.check_group_inputs(cohort, config, output_dir,
+                                  engine.group_sessions(cohort, session_label or None, pair))
         if biomarkers:
             from .biomarker.model import resolve_target
             for target in biomarkers:
@@ -239,9 +244,10 @@ def run(bids_dir, output_dir, analysis_level, participant_label, session_label, 
                    f"already done, {len(summary.failed)} skipped ({summary.seconds:.1f} s)")
     else:
         engine.run_group_level(cohort, config, output_dir, progress=not quiet, scheduler=scheduler,
-                               dask_workers=dask_workers)
+                               dask_workers=dask_workers, longitudinal=longitudinal)
         for target in biomarkers:
-            engine.run_biomarker(cohort, config, output_dir, target, runner=_biomarker)
+            engine.run_biomarker(cohort, config, output_dir, target, runner=_biomarker,
+                                 longitudinal=longitudinal)
         _maybe_report(output_dir)
         click.echo(str(output_dir))
 
@@ -325,10 +331,35 @@ def report(output_dir):
 
 
 @cli.command()
+@click.argument("bids_dir", type=click.Path(path_type=Path))
+@click.argument("output_dir", type=click.Path(path_type=Path))
+@_data_options
+@click.option("--modules", default=None, help="Comma-separated modules (default: all).")
+@click.option("--sessions", default=None, help="Sessions compared, comma-separated (default: all of them).")
+@click.option("--who", type=click.Choice(["controls", "patients", "all"]), default="controls", show_default=True,
+              help="Whose repeated sessions: people who should not change between them.")
+def reliability(bids_dir, output_dir, participant_label, session_label, space, task_map, confounds_strategy,
+                repetition_time, derivatives, group_map, sex_map, strict, config_file, modules, sessions, who):
+    """Test-retest ICC(2,1)/ICC(3,1) of every feature from OUTPUT_DIR's participant results."""
+    from .reliability import run_reliability
+    data = dict(participant_label=participant_label, session_label=session_label, derivatives=derivatives,
+                group_map=group_map, sex_map=sex_map, strict=strict)
+    config = _config(config_file, modules, None, (), None, space,
+                     _pairs(task_map, "--task-map", "rest=restingstate"), repetition_time)
+    config = _with_confounds(config, confounds_strategy)
+    cohort = _load_cohort(bids_dir, config, data, _needs(config.modules))
+    labels = [s for s in (sessions or "").split(",") if s.strip()] or None
+    click.echo(str(run_reliability(cohort, config, output_dir, labels, who)))
+
+
+@cli.command()
 @click.argument("out", type=click.Path(path_type=Path), default=Path("demo_output"))
 @click.option("--n-jobs", type=int, default=2, show_default=True)
+@click.option("--longitudinal", is_flag=True,
+              help="The longitudinal demo: baseline and follow-up sessions, longitudinal findings, "
+                   "test-retest reliability of the controls, baseline-only outcome biomarker.")
 @click.option("--quiet", is_flag=True)
-def demo(out, n_jobs, quiet):
+def demo(out, n_jobs, longitudinal, quiet):
     """Simulate the demo cohort, run every module, the biomarker and the report."""
     from .simulate import SimulationParameters, simulate as _simulate
     from .cohort import Cohort
@@ -336,18 +367,28 @@ def demo(out, n_jobs, quiet):
     out = Path(out)
     bids = out / "bids"
     results = out / "derivatives"
+    # the longitudinal demo leaves out the pain task (sensitization does not reverse) to stay in
+    # minutes, and has more subacute patients (16 of 40) so the outcome biomarker has some to learn from
+    params = SimulationParameters(design="longitudinal", tasks=("somatotopy", "modulation", "rest"),
+                                  chronic_fraction=0.35, subacute_fraction=0.4) \
+        if longitudinal else SimulationParameters()
     if not (bids / "participants.tsv").exists():
-        _simulate(bids, SimulationParameters(), n_jobs=n_jobs, progress=not quiet)
+        _simulate(bids, params, n_jobs=n_jobs, progress=not quiet)
     cohort = Cohort.from_bids(bids)
     signature = bids / "derivatives" / "simulation" / "signature-simpain_weights.nii.gz"
     # the demo keeps validation light so it runs in minutes: fewer repeats and permutations
     config = Config(signatures=(str(signature),) if signature.exists() else (), n_permutations=500,
                     options={"biomarker": {"repeats": 2, "n_permutations": 20, "inner_folds": 3,
                                            "n_bootstrap": 1000, "learning": False}})
+    if longitudinal:
+        config = config.replace(modules=tuple(m for m in config.modules if m != "sensitization"))
     _setup_logging(results, False)
     engine.run_participant_level(cohort, config, results, n_jobs=n_jobs, progress=not quiet)
     engine.run_group_level(cohort, config, results, progress=not quiet)
-    for target in ("diagnosis", "treatment"):
+    if longitudinal:
+        from .reliability import run_reliability
+        run_reliability(cohort, config, results)
+    for target in (("diagnosis", "outcome") if longitudinal else ("diagnosis", "treatment")):
         try:
             engine.run_biomarker(cohort, config, results, target, runner=_biomarker)
         except InputError as error:  # the report lists the biomarker as not run, with the reason

@@ -57,7 +57,7 @@ from .results import GroupResult, SubjectResult
 
 __all__ = ["Summary", "run_participant_level", "run_group_level", "run_biomarker", "check_group_inputs",
            "clean_temporaries", "process_one", "process_stages", "engine_tasks", "load_subject_results",
-           "left_out"]
+           "left_out", "longitudinal_sessions", "group_sessions"]
 
 log = logging.getLogger("painplast")
 
@@ -728,10 +728,94 @@ def check_group_inputs(cohort: Cohort, config: Config, out_dir: str | os.PathLik
                          "and --session-label")
 
 
+def longitudinal_sessions(cohort: Cohort, longitudinal: str | Sequence[str] | None = "auto"
+                          ) -> tuple[str, str] | None:
+    """The (baseline, follow-up) sessions of the longitudinal group statistics, or None.
+
+    ``"auto"`` (the default of ``painplast run ... group``): longitudinal when the cohort's
+    participants have exactly two session labels between them, at least
+    :data:`~painplast.plasticity._group.MIN_PARTICIPANTS` participants have both, and
+    ``acq_time`` in ``sub-*_sessions.tsv`` orders them; the baseline is the one most
+    participants have first. Without ``acq_time`` the order is unknown and nothing is guessed
+    (None: name the sessions with ``--longitudinal``). A cohort read with one ``--session-label`` has one session and is cross-sectional.
+    ``"none"`` (or None): cross-sectional only. ``"BASE,FOLLOW"`` or a pair: those two sessions
+    (``ses-`` optional), which must both exist.
+
+    Returns
+    -------
+    tuple of str or None
+
+    Raises
+    ------
+    InputError
+        A named session is not in the cohort, or the value is not ``auto``, ``none`` or two
+        labels (the fix names ``--longitudinal``).
+
+    Examples
+    --------
+    >>> from painplast.cohort import Cohort
+    >>> longitudinal_sessions(Cohort.from_bids(bids_dir)) is None    # one session per participant
+    True
+    """
+    if longitudinal is None:
+        return None
+    if isinstance(longitudinal, str):
+        text = longitudinal.strip()
+        if text.lower() in ("none", "no", "off", ""):
+            return None
+        if text.lower() != "auto":
+            longitudinal = [t for t in text.replace(":", ",").split(",") if t.strip()]
+    present = {s for subject in cohort.subjects for s in subject.sessions if s is not None}
+    if isinstance(longitudinal, str):          # auto
+        if len(present) != 2:
+            return None
+        firsts: dict[str, int] = {}
+        both = 0
+        for subject in cohort.subjects:
+            own = [s for s in subject.sessions if s is not None]
+            if len(own) == 2:
+                times = [pd.to_datetime((subject.session_info.get(s) or {}).get("acq_time"), errors="coerce")
+                         for s in own]
+                if any(pd.isna(t) for t in times):   # order unknown: the user names the sessions
+                    return None
+                both += 1
+                firsts[own[0]] = firsts.get(own[0], 0) + 1
+        from .plasticity._group import MIN_PARTICIPANTS
+        if both < MIN_PARTICIPANTS:
+            return None
+        order = sorted(present, key=lambda s: (-firsts.get(s, 0), s))
+        return order[0], order[1]
+    labels = [str(t).strip() for t in longitudinal]
+    labels = [t[4:] if t.startswith("ses-") else t for t in labels]
+    if len(labels) != 2 or labels[0] == labels[1]:
+        raise InputError(f"--longitudinal needs two different sessions, got {', '.join(labels) or 'none'}",
+                         fix="give --longitudinal BASELINE,FOLLOWUP (e.g. --longitudinal baseline,followup), "
+                             "auto or none")
+    for label in labels:
+        if label not in present:
+            raise InputError(f"session {label!r} named by --longitudinal is not in the cohort "
+                             f"(sessions: {', '.join(sorted(present)) or 'none'})", path=cohort.root,
+                             fix="name two sessions the dataset has with --longitudinal BASELINE,FOLLOWUP")
+    return labels[0], labels[1]
+
+
+def group_sessions(cohort: Cohort, session_label: Sequence[str] | str | None = None,
+                   pair: tuple[str, str] | None = None) -> dict[str, str | None]:
+    """The session per participant of the cross-sectional group statistics.
+
+    The baseline of a longitudinal ``pair`` (participants without it are left out) unless
+    ``session_label`` names one; otherwise :meth:`Cohort.cross_sectional_sessions`.
+    """
+    if pair is not None and not session_label:
+        return {s.participant_id: pair[0] for s in cohort.subjects if pair[0] in s.sessions}
+    return cohort.cross_sectional_sessions(session_label)
+
+
 def run_group_level(cohort: Cohort, config: Config, out_dir: str | os.PathLike, *,
                     progress: bool = True, force: bool = False,
                     session_label: Sequence[str] | str | None = None, scheduler: str | None = None,
-                    dask_workers: int | None = None) -> dict[str, GroupResult]:
+                    dask_workers: int | None = None,
+                    longitudinal: str | Sequence[str] | None = "auto") -> dict[str, GroupResult]:
     """Run each configured module's group stage on the subject results found in ``out_dir``.
 
     Cross-sectional statistics take one session per participant
@@ -757,6 +841,11 @@ def run_group_level(cohort: Cohort, config: Config, out_dir: str | os.PathLike, 
         in one process.
     dask_workers : int, optional
         The same on a local dask cluster of this many single-threaded workers.
+    longitudinal : str or pair of str, optional
+        See :func:`longitudinal_sessions` (``--longitudinal``). With two sessions, the
+        cross-sectional statistics use the baseline session (unless ``session_label`` names
+        another), and each module's findings gain the longitudinal contrasts
+        (:func:`painplast.plasticity._longitudinal.extend`).
 
     Returns
     -------
@@ -771,7 +860,9 @@ def run_group_level(cohort: Cohort, config: Config, out_dir: str | os.PathLike, 
     """
     out_dir = Path(out_dir)
     deriv = Derivatives(out_dir)
-    sessions = cohort.cross_sectional_sessions(session_label)
+    pair = longitudinal_sessions(cohort, longitudinal)
+    sessions = group_sessions(cohort, session_label, pair)
+    follow = {s.participant_id: pair[1] for s in cohort.subjects if pair[1] in s.sessions} if pair else {}
     check_group_inputs(cohort, config, out_dir, sessions)
     out = {}
     from tqdm.auto import tqdm
@@ -779,6 +870,9 @@ def run_group_level(cohort: Cohort, config: Config, out_dir: str | os.PathLike, 
         clean_temporaries(out_dir)
         for module in tqdm(config.modules, desc="group stages", unit="module", disable=not progress):
             input_hash = group_input_hash(cohort, config, module, out_dir, sessions)
+            if pair is not None:
+                input_hash = _digest(input_hash, "longitudinal", *pair,
+                                     group_input_hash(cohort, config, module, out_dir, follow))
             notes = None if force else _group_up_to_date(deriv, module, input_hash)
             if notes is not None:
                 log.info("%s group stage up to date (inputs %s); not recomputed", module, input_hash)
@@ -811,6 +905,11 @@ def run_group_level(cohort: Cohort, config: Config, out_dir: str | os.PathLike, 
                                    f"{module}_notes.json): " + "; ".join(
                                        f"{m['participant_id']}: {m['reason']}" for m in missing[:3])
                                    + (" ..." if len(missing) > 3 else ""))
+            if pair is not None:
+                from .plasticity import _longitudinal
+                followup = load_subject_results(cohort, module, out_dir, config.parameter_hash(module), follow)
+                group = _longitudinal.extend(group, plasticity.get(module), results, followup, cohort,
+                                             config, pair)
             group = replace(group, notes=tuple(group.notes) + tuple(extra_notes))
             (deriv.group_dir / f"{module}_notes.json").unlink(missing_ok=True)  # 'done' marker first
             deriv.write_group(group, {"config": config.to_dict(), "input_hash": input_hash,
@@ -824,7 +923,8 @@ def run_group_level(cohort: Cohort, config: Config, out_dir: str | os.PathLike, 
 
 
 def run_biomarker(cohort: Cohort, config: Config, out_dir: str | os.PathLike, target: str,
-                  runner: Callable[[Cohort, Config, Path, str], object], *, force: bool = False) -> bool:
+                  runner: Callable[[Cohort, Config, Path, str], object], *, force: bool = False,
+                  longitudinal: str | Sequence[str] | None = "auto") -> bool:
     """Run ``runner`` (the biomarker engine) for ``target`` unless its outputs are up to date.
 
     Parameters
@@ -839,12 +939,20 @@ def run_biomarker(cohort: Cohort, config: Config, out_dir: str | os.PathLike, ta
         (:meth:`~painplast.cohort.Cohort.cross_sectional_sessions`).
     force : bool
         Run even when up to date.
+    longitudinal : str or pair of str, optional
+        As for :func:`run_group_level`. With a baseline and a follow-up session the runner sees
+        the cohort restricted to the baseline session (``session_label``), so a follow-up
+        outcome (``outcome``: persisting vs recovering, ``pain_relief``) is predicted from
+        baseline features only and no follow-up file enters the features or the input hash.
 
     Returns
     -------
     bool
         True if it ran, False if the outputs were up to date.
     """
+    pair = longitudinal_sessions(cohort, longitudinal)
+    if pair is not None:
+        cohort = replace(cohort, session_label=(pair[0],))
     out_dir = Path(out_dir)
     deriv = Derivatives(out_dir)
     sessions = cohort.cross_sectional_sessions()

@@ -761,9 +761,19 @@ def render_report(output_dir: str | Path) -> str:
     titles = {"cohort": "Cohort", "quality": "Data quality",
               **{m: _category_text(m)[0] for m in out.modules},
               "biomarker": "Biomarker", "methods": "Methods"}
-    nav = tag("nav", *[tag("a", titles[s], href=f"#{s}") for s in section_ids()])
+    nav_ids = list(section_ids())
     sections = [_cohort(out), _quality(out), *[_category(m, out, alpha) for m in out.modules],
                 _biomarker(out), _methods(out)]
+    # longitudinal and reliability sections, only when their results exist (report/longitudinal.py)
+    from . import longitudinal as _longitudinal
+    for sid, title, body in (("longitudinal", "Longitudinal change",
+                              _longitudinal.longitudinal_section(root, out.modules, out.participants, alpha)),
+                             ("reliability", "Test-retest reliability", _longitudinal.reliability_section(root))):
+        if body:
+            titles[sid] = title
+            nav_ids.insert(nav_ids.index("biomarker"), sid)
+            sections.insert(len(sections) - 2, _section(sid, title, *body))
+    nav = tag("nav", *[tag("a", titles[s], href=f"#{s}") for s in nav_ids])
     header = tag("header", tag("h1", "painplast report: pain-induced neuroplasticity"),
                  tag("p", f"Output folder {root.resolve()}; source dataset "
                           f"{out.source if out.source else 'unknown'}; painplast {__version__}; "
