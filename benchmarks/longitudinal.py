@@ -43,6 +43,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from painplast.stats.longitudinal import baseline_contrast_for  # noqa: E402
+
 LONGITUDINAL = ("time", "group:time", "change~pain_relief", "persisting-recovering")
 SESSIONS = ("baseline", "followup")
 
@@ -114,13 +116,19 @@ def feature_level(seed: int, args) -> tuple[dict, pd.DataFrame, dict]:
     if getattr(args, "biomarker", False):
         baseline = long[long["session"] == SESSIONS[0]].drop(columns="session").set_index("participant_id")
         baseline["connectivity.mean_fd"] = parts["mean_fd"]
+        # the a-priori features of a biomarker of the course, as `painplast run ... --biomarker
+        # outcome` chooses them (FeatureTable.a_priori): those the findings test with the
+        # baseline contrast of ``outcome`` (the modules' declared prognostic features)
+        contrast = baseline_contrast_for("outcome")
+        chosen = {f for table in findings.values() for f in table.loc[table.contrast == contrast, "feature"]}
+        baseline = baseline[[c for c in baseline.columns if c in chosen or c.endswith(".mean_fd")]]
         truth = {**truth, "_chronification_auc": chronification_auc(baseline, parts, seed)}
     return findings, long[long["participant_id"].isin(controls)], truth
 
 
 def chronification_auc(baseline: pd.DataFrame, parts: pd.DataFrame, seed: int) -> float:
     """Cross-validated AUC of painplast's biomarker for ``outcome`` (persisting vs recovering)
-    from the baseline features only (the biomarker's defaults: confounds age, sex and head
+    from the baseline values of its a-priori features only (the biomarker's defaults: confounds age, sex and head
     motion removed inside the folds; 5 outer folds x 4 repeats, no permutations)."""
     from painplast.biomarker import run_biomarker
 

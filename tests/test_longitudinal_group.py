@@ -1,6 +1,8 @@
 """The longitudinal group stage: session choice, findings rows, recovery of planted change."""
 from __future__ import annotations
 
+import dataclasses
+
 import importlib.util
 import json
 from pathlib import Path
@@ -65,7 +67,9 @@ def test_longitudinal_rows_exclusions_and_one_family():
                                               np.where(np.arange(n) % 2, "persisting", "recovering"), None),
                           "pain_intensity": np.where(stage == None, 0.0, 5.0)},  # noqa: E711
                          index=pd.Index(ids, name="participant_id"))
-    declaration = plasticity.get("reorganization")
+    # persisting-recovering is tested on the declared prognostic features only
+    declaration = dataclasses.replace(plasticity.get("reorganization"),
+                                      prognostic=("reorganization.shift_mm",))
     base = rng.normal(size=(n, 2))
     follow = base + 0.3 * rng.normal(size=(n, 2)) + np.where(stage == "chronic", 1.0, 0.0)[:, None]
     names = ["reorganization.shift_mm", "reorganization.asymmetry"]
@@ -80,8 +84,9 @@ def test_longitudinal_rows_exclusions_and_one_family():
     findings = out.findings
     assert list(findings.columns) == list(FINDINGS_COLUMNS)
     rows = findings[findings.contrast.isin(_longitudinal.CONTRASTS)]
-    assert sorted(map(tuple, rows[["feature", "contrast"]].values)) == \
-        sorted((f, c) for f in names for c in _longitudinal.CONTRASTS)
+    assert sorted(map(tuple, rows[["feature", "contrast"]].values)) == sorted(
+        [(f, c) for f in names for c in _longitudinal.CONTRASTS if c != "persisting-recovering"]
+        + [("reorganization.shift_mm", "persisting-recovering")])
     np.testing.assert_allclose(findings.p_corrected, holm(findings.p.to_numpy()))
     assert len(findings) > len(rows) > 0                    # cross-sectional rows kept
     time = rows.set_index(["feature", "contrast"]).loc[("reorganization.shift_mm", "time")]
@@ -139,7 +144,8 @@ def test_structure_change_found_from_images(tmp_path):
     for e in truth["effects"]:
         if e["module"] == "structure" and e["contrast"] in ("group:time", "change~pain_relief"):
             assert np.sign(table.loc[(e["feature"], e["contrast"])].estimate) == e["direction"]
-    assert {"patient-control", "time", "group:time", "persisting-recovering"} <= set(findings.contrast)
+    assert {"patient-control", "time", "group:time", "change~pain_relief"} <= set(findings.contrast)
+    assert "persisting-recovering" not in set(findings.contrast)   # structure declares no prognostic feature
     np.testing.assert_allclose(findings.p_corrected, holm(findings.p.to_numpy()))
     long = pd.read_csv(out / "group" / "structure_features_long.tsv", sep="\t")
     assert sorted(long.session.unique()) == ["baseline", "followup"] and len(long) == 96

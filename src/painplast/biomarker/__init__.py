@@ -227,14 +227,16 @@ def run_from_derivatives(cohort: "Cohort", config: "Config", out_dir: str | os.P
     from painplast.biomarker.features import from_derivatives
     from painplast.biomarker.model import ALIASES, CONFOUNDS
     from painplast.contrasts import for_column
+    from painplast.stats.longitudinal import baseline_contrast_for
 
     settings = Settings.from_config(config, **overrides)
     table = from_derivatives(out_dir, sessions=cohort.cross_sectional_sessions())
     if settings.features == "a-priori":
         # keep the feature files' confound columns (mean FD) only if the model uses them
         confounds = settings.model_options.get("confounds", CONFOUNDS)
+        column = ALIASES.get(target, target)
         table = table.a_priori(out_dir, keep=tuple(confounds),
-                               contrast=for_column(ALIASES.get(target, target)))
+                               contrast=for_column(column) or baseline_contrast_for(column))
     table = table.complete().informative()
     result, _ = run_biomarker(table, cohort.participants.reset_index(), target, settings,
                               random_state=config.random_state, out_dir=out_dir, overwrite=True)

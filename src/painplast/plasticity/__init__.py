@@ -79,6 +79,11 @@ class Declaration:
     group_options : tuple of str
         Options only the group stage reads (``nbs_threshold``): changing them never invalidates
         the participant outputs (they are left out of the participant parameter hash).
+    prognostic : tuple of str
+        Features whose baseline value the literature proposes as predicting the course of pain
+        (``connectivity.mpfc_nacc``: Baliki et al. 2012). In a longitudinal cohort they are the
+        features tested with ``persisting-recovering``, and the features of a biomarker of the
+        course (``--biomarker outcome``); a module proposing none is not tested for it.
 
     Examples
     --------
@@ -101,6 +106,7 @@ class Declaration:
     tests: Callable[..., Iterable[tuple[str, str]]] = _no_tests
     covariates: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     group_options: tuple[str, ...] = ()
+    prognostic: tuple[str, ...] = ()
 
     def __post_init__(self):
         if not _NAME.match(str(self.name)):
@@ -113,6 +119,9 @@ class Declaration:
                            {str(k): tuple(v) for k, v in dict(self.covariates).items()})
         object.__setattr__(self, "defaults", dict(self.defaults))
         object.__setattr__(self, "group_options", tuple(self.group_options))
+        object.__setattr__(self, "prognostic", tuple(str(f) for f in self.prognostic))
+        if any(not f.startswith(self.name + ".") for f in self.prognostic):
+            raise ValueError(f"module {self.name}: prognostic features must start with '{self.name}.'")
         unknown = [o for o in self.group_options if o not in self.defaults]
         if unknown:
             raise ValueError(f"module {self.name}: group_options {unknown} are not among its defaults")

@@ -10,8 +10,8 @@ same findings table:
   were measured in at least :data:`~painplast.plasticity._group.MIN_PARTICIPANTS`
   participants at baseline), each with every longitudinal contrast: ``time``, ``group:time``,
   ``change~pain_relief`` (on change scores ``followup - baseline``) and
-  ``persisting-recovering`` (at baseline, with the module's declared covariates read as the
-  shared stage reads them);
+  ``persisting-recovering`` (at baseline, on the features the module declares ``prognostic``
+  only, with the module's declared covariates read as the shared stage reads them);
 * one family per module: Holm's correction runs over the whole table, cross-sectional and
   longitudinal rows together, so ``p_corrected`` keeps meaning "within the module's findings";
 * participants excluded in either session (``info["excluded"]``) or absent from
@@ -50,6 +50,9 @@ __all__ = ["CONTRASTS", "long_table", "longitudinal_tests", "extend"]
 
 #: The longitudinal contrasts every module tests on its a-priori features.
 CONTRASTS = tuple(_long.LONGITUDINAL_CONTRASTS)
+#: Those tested at baseline on the course of pain (``persisting-recovering``): only on the
+#: features a module declares ``prognostic``, so its family holds the hypotheses made for it.
+BASELINE_CONTRASTS = tuple(c for c, spec in _long.LONGITUDINAL_CONTRASTS.items() if not spec.uses_change)
 
 
 def long_table(baseline: Sequence[SubjectResult], followup: Sequence[SubjectResult],
@@ -83,7 +86,8 @@ def longitudinal_tests(declaration: "Declaration", config: "Config",
                        measured: pd.Series) -> list[tuple[str, str]]:
     """(feature, contrast) rows: each a-priori feature measured at baseline in at least
     :data:`~painplast.plasticity._group.MIN_PARTICIPANTS` participants, with every contrast of
-    :data:`CONTRASTS`.
+    :data:`CONTRASTS` that tests change; ``persisting-recovering`` only on the module's
+    ``prognostic`` features.
 
     Examples
     --------
@@ -95,7 +99,9 @@ def longitudinal_tests(declaration: "Declaration", config: "Config",
     """
     features = dict.fromkeys(f for f, _ in declaration.a_priori(config)
                              if measured.get(f, 0) >= _group.MIN_PARTICIPANTS)
-    return [(f, c) for f in features for c in CONTRASTS]
+    prognostic = {f for f in declaration.prognostic if measured.get(f, 0) >= _group.MIN_PARTICIPANTS}
+    return [(f, c) for f in features for c in CONTRASTS
+            if c not in BASELINE_CONTRASTS or f in prognostic]
 
 
 def extend(group: GroupResult, declaration: "Declaration", baseline: Sequence[SubjectResult],

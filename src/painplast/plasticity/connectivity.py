@@ -1386,6 +1386,9 @@ DECLARATION = Declaration(
     name=NAME, title="Large-scale connectivity", task=TASK, bold=True, subject=subject,
     group=group, defaults=DEFAULTS, tests=a_priori_tests, covariates={"*": ("mean_fd",)},
     group_options=("nbs_threshold", "nbs_tail", "nbs_contrasts"),
+    # baseline mPFC-NAcc coupling predicted persisting vs recovering subacute back pain
+    # (Baliki et al. 2012 Nat Neurosci 15:1117)
+    prognostic=(f"{NAME}.mpfc_nacc",),
     description="Altered coupling of networks (e.g. mPFC-nucleus accumbens, default mode-insula) "
     "in resting-state fMRI after fMRIPrep-confound denoising, with network-based statistics "
     "between groups.")

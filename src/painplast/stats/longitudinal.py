@@ -73,7 +73,7 @@ from painplast.stats.permutation import PermutationResult, permutation_test
 __all__ = ["LongitudinalContrast", "LONGITUDINAL_CONTRASTS", "LongitudinalFindings",
            "EXCLUDED_COLUMNS", "SKIPPED_COLUMNS", "paired_effect", "change_scores",
            "longitudinal_effect", "longitudinal_findings", "change_map_test",
-           "group_time_map_test"]
+           "group_time_map_test", "baseline_contrast_for"]
 
 BASIC = ("age", "sex", "site")
 #: Participant subsets, with the participants columns that define them.
@@ -136,6 +136,21 @@ LONGITUDINAL_CONTRASTS: dict[str, LongitudinalContrast] = {
     "persisting-recovering": LongitudinalContrast("persisting-recovering", "group", "outcome",
                                                   "subacute", BASIC, uses_change=False),
 }
+
+
+def baseline_contrast_for(column: str) -> str | None:
+    """The longitudinal contrast tested at baseline on a participants column, or None.
+
+    A biomarker of that column (``--biomarker outcome``) predicts the course from baseline
+    features, so its a-priori features are the ones tested with this contrast.
+
+    Examples
+    --------
+    >>> baseline_contrast_for("outcome"), baseline_contrast_for("pain_relief")
+    ('persisting-recovering', None)
+    """
+    return next((c.name for c in LONGITUDINAL_CONTRASTS.values()
+                 if c.column == column and not c.uses_change), None)
 
 
 # --------------------------------------------------------------------------------------------
