@@ -180,3 +180,21 @@ def test_structure_change_found_from_images(tmp_path):
                          longitudinal="followup,baseline",
                          runner=lambda c, *a: seen.update(c.cross_sectional_sessions()))
     assert set(seen.values()) == {"followup"}
+
+
+def test_course_of_pain_is_tested_on_declared_prognostic_features_only():
+    """persisting-recovering rows exist only for a module's prognostic features, and a
+    biomarker of ``outcome`` takes its a-priori features from exactly those rows."""
+    from painplast.stats.longitudinal import baseline_contrast_for
+
+    measured = pd.Series(100, index=list(dict.fromkeys(
+        f for d in plasticity.available().values() for f, _ in d.a_priori(Config()))))
+    rows = {name: _longitudinal.longitudinal_tests(d, Config(), measured)
+            for name, d in plasticity.available().items()}
+    course = sorted(f for r in rows.values() for f, c in r if c == baseline_contrast_for("outcome"))
+    assert course == ["connectivity.mpfc_nacc"]
+    assert all(c in _longitudinal.CONTRASTS for r in rows.values() for _, c in r)
+    # every a-priori feature still gets the change contrasts
+    for name, d in plasticity.available().items():
+        for f in dict.fromkeys(f for f, _ in d.a_priori(Config())):
+            assert {c for g, c in rows[name] if g == f} >= {"time", "group:time", "change~pain_relief"}
