@@ -154,11 +154,26 @@ def test_structure_change_found_from_images(tmp_path):
     assert set(summary.contrast) == {"time", "group:time"} and (summary.n_voxels > 1000).all()
     notes = json.loads((out / "group" / "structure_notes.json").read_text())
     assert any("baseline -> followup" in n for n in notes["notes"])
+    # a saved biomarker (diagnosis from baseline structure) for the prediction reliability
+    from painplast.biomarker import run_biomarker
+    from painplast.biomarker.features import from_derivatives
+
+    cohort = Cohort.from_bids(root)
+    base = from_derivatives(out, sessions=cohort.cross_sectional_sessions())
+    run_biomarker(base.a_priori(out).complete().informative(), cohort.participants.reset_index(),
+                  "diagnosis", random_state=0, repeats=1, n_permutations=0, n_bootstrap=50,
+                  site_out=False, learning=False, out_dir=out, overwrite=True)
     # test-retest reliability of the controls' two sessions: planted ICC inside the intervals
     assert main(["reliability", str(root), str(out), "--modules", "structure", "--config", str(config)]) == 0
     icc = pd.read_csv(out / "group" / "reliability.tsv", sep="\t")
     assert set(icc.kind) == {"ICC(2,1)", "ICC(3,1)"} and set(icc.band) <= {"poor", "moderate", "good", "excellent"}
-    consistency = icc[icc.kind == "ICC(3,1)"]
+    # the biomarker's own score: applied to each session of the same controls, with its ICCs
+    n_controls = (pd.read_csv(root / "participants.tsv", sep="\t").group == "control").sum()
+    score = icc[icc.feature == "biomarker.diagnosis"].set_index("kind")
+    assert list(score.module) == ["biomarker", "biomarker"] and (score.n == n_controls).all()
+    assert score.loc["ICC(3,1)", "icc"] > 0.5, score   # from gray matter measured with ICC ~0.98
+    assert json.loads((out / "group" / "reliability.json").read_text())["biomarkers"] == ["diagnosis"]
+    consistency = icc[(icc.kind == "ICC(3,1)") & (icc.module == "structure")]
     planted_icc = consistency.feature.map(truth["icc"])
     assert len(consistency) == 12 and planted_icc.notna().all()
     assert ((consistency.ci_low <= planted_icc) & (planted_icc <= consistency.ci_high)).sum() >= 10

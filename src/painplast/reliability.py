@@ -12,6 +12,13 @@ and ``group/reliability.json`` (sessions, participants, who was left out and why
 
 A participant missing a session of a feature, or excluded for quality in one, is left out of
 that feature's ICC (the ANOVA needs every session): imputing a session would invent agreement.
+
+A biomarker is only as reliable as the score it gives one person twice: every model that
+``painplast run ... group --biomarker TARGET`` saved under ``models/`` is applied to each
+session's features of the same participants (as ``painplast predict`` applies it) and its
+predicted score (the probability of the positive class, or the predicted value) gets its ICCs
+as the feature ``biomarker.<target>``. A model that cannot be applied to these sessions (other
+features) is named in ``reliability.json`` with the reason.
 """
 from __future__ import annotations
 
@@ -28,7 +35,7 @@ from .derivatives import Derivatives, write_json, write_tsv
 from .errors import InputError
 from .stats.reliability import icc_band, icc_from_long
 
-__all__ = ["WHO", "retest_table", "reliability_table", "run_reliability"]
+__all__ = ["WHO", "retest_table", "reliability_table", "prediction_table", "run_reliability"]
 
 #: Participant subsets of ``--who``.
 WHO = ("controls", "patients", "all")
@@ -130,6 +137,55 @@ def reliability_table(long: pd.DataFrame, sessions: Sequence[str], alpha: float 
     return table.reset_index(drop=True)
 
 
+def prediction_table(cohort: Cohort, out_dir: str | os.PathLike, sessions: Sequence[str],
+                     participants: Sequence[str]) -> tuple[pd.DataFrame, dict[str, str]]:
+    """Long table of every saved biomarker's predicted score per participant and session.
+
+    Parameters
+    ----------
+    cohort : Cohort
+        participants.tsv (covariates the models use).
+    out_dir : path
+        The output folder holding ``models/<target>``.
+    sessions : sequence of str
+    participants : sequence of str
+        Whose scores (those of the feature reliability).
+
+    Returns
+    -------
+    long : DataFrame
+        ``participant_id``, ``session``, ``biomarker.<target>`` for each model that applied.
+    skipped : dict
+        ``{target: reason}`` for the models that could not be applied.
+    """
+    from .biomarker.features import from_derivatives
+    from .biomarker.model import predict
+
+    models = Path(out_dir) / "models"
+    found = sorted(p for p in models.iterdir() if p.is_dir() or p.suffix == ".zip") if models.is_dir() else []
+    table = cohort.participants.reset_index()
+    table = table[table["participant_id"].isin(set(participants))]
+    long, skipped = None, {}
+    for model_dir in found:
+        target = model_dir.name[:-4] if model_dir.suffix == ".zip" else model_dir.name
+        frames = []
+        try:
+            for ses in sessions:
+                features = from_derivatives(out_dir, sessions={pid: ses for pid in participants})
+                scores = predict(model_dir, features, table)
+                value = scores["probability"] if "probability" in scores else scores["prediction"]
+                frames.append(pd.DataFrame({"participant_id": scores["participant_id"].to_numpy(),
+                                            "session": ses, f"biomarker.{target}": value.to_numpy(float)}))
+        except (InputError, ValueError, KeyError) as error:
+            skipped[target] = str(error).splitlines()[0]
+            continue
+        frame = pd.concat(frames, ignore_index=True)
+        long = frame if long is None else long.merge(frame, on=["participant_id", "session"], how="outer")
+    if long is None:
+        long = pd.DataFrame(columns=["participant_id", "session"])
+    return long, skipped
+
+
 def run_reliability(cohort: Cohort, config: Config, out_dir: str | os.PathLike,
                     sessions: Sequence[str] | None = None, who: str = "controls") -> Path:
     """Write ``group/reliability.tsv`` and ``group/reliability.json``; returns the table's path.
@@ -138,6 +194,15 @@ def run_reliability(cohort: Cohort, config: Config, out_dir: str | os.PathLike,
     """
     long, info = retest_table(cohort, config, out_dir, sessions, who)
     table = reliability_table(long, info["sessions"], alpha=config.alpha)
+    scores, skipped = prediction_table(cohort, out_dir, info["sessions"],
+                                       sorted(long["participant_id"].unique()))
+    if len(scores.columns) > 2:
+        table = pd.concat([table, reliability_table(scores, info["sessions"], alpha=config.alpha)],
+                          ignore_index=True)
+        table = table.sort_values(["kind", "icc"], ascending=[True, False], kind="stable",
+                                  ignore_index=True)
+    info["biomarkers"] = [c.split(".", 1)[1] for c in scores.columns[2:]]
+    info["biomarkers_not_applied"] = skipped
     deriv = Derivatives(out_dir)
     path = deriv.group_dir / "reliability.tsv"
     write_tsv(path, table)
