@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from . import figures as figs
+from . import markup as html
 
 __all__ = ["LONGITUDINAL", "longitudinal_section", "reliability_section", "spaghetti_plot",
            "change_plot"]
@@ -112,7 +113,6 @@ def _sessions(notes: list[str]) -> tuple[str, str] | None:
 def longitudinal_section(root: Path, modules, participants: pd.DataFrame, alpha: float):
     """The longitudinal section's body (a list of HTML parts), or None without longitudinal
     results."""
-    from . import html          # the report's HTML helpers (html imports this module lazily)
 
     group = root / "group"
     rows, longs, sessions = [], [], None
@@ -172,7 +172,6 @@ def _poor_biomarkers(root: Path, poor: set[str]) -> list[tuple[str, list[str]]]:
 def reliability_section(root: Path):
     """The reliability section's body (a list of HTML parts), or None without
     ``group/reliability.tsv``."""
-    from . import html
 
     table = _read(root / "group" / "reliability.tsv")
     if table is None or table.empty:

@@ -69,6 +69,7 @@ from painplast.results import FINDINGS_COLUMNS
 from painplast.stats.effects import Effect, continuous_effect, group_effect, holm
 from painplast.stats.effects import design_matrix as _design_matrix
 from painplast.stats.permutation import PermutationResult, permutation_test
+from painplast.stats.reliability import long_frame
 
 __all__ = ["LongitudinalContrast", "LONGITUDINAL_CONTRASTS", "LongitudinalFindings",
            "EXCLUDED_COLUMNS", "SKIPPED_COLUMNS", "paired_effect", "change_scores",
@@ -253,18 +254,7 @@ def change_scores(features: pd.DataFrame, baseline: str, followup: str, *,
     >>> change["gm"].round(2).tolist()
     [-0.05, nan]
     """
-    frame = features.reset_index() if {subject, session} - set(features.columns) else features
-    for name in (subject, session):
-        if name not in frame:
-            raise InputError(f"the feature table has no {name!r} column",
-                             fix=f"give one row per {subject} and {session}")
-    if columns is None:
-        columns = [c for c in frame.columns if c not in (subject, session)
-                   and pd.api.types.is_numeric_dtype(frame[c])]
-    absent = [c for c in columns if c not in frame]
-    if absent:
-        raise InputError(f"the feature table has no column {absent[0]!r}",
-                         fix="name feature columns that exist")
+    frame, columns = long_frame(features, columns, subject, session)
     labels = frame[session].astype(str).map(_strip_ses)
     wanted = {_strip_ses(baseline): "baseline", _strip_ses(followup): "followup"}
     if len(wanted) < 2:

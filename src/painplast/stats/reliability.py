@@ -45,7 +45,7 @@ from scipy import stats as _st
 from painplast.errors import InputError
 
 __all__ = ["ICC_COLUMNS", "ICC_KINDS", "MeanSquares", "mean_squares", "icc", "icc_from_long",
-           "icc_band", "ICC_BANDS"]
+           "icc_band", "ICC_BANDS", "long_frame"]
 
 #: Columns of a reliability table (one row per feature and kind of ICC).
 ICC_COLUMNS = ("feature", "icc", "kind", "ci_low", "ci_high", "F", "df1", "df2", "p", "n")
@@ -239,6 +239,40 @@ def icc(Y, features: Sequence[str] | None = None, *,
     return table[list(ICC_COLUMNS)]
 
 
+def long_frame(table: pd.DataFrame, columns: Sequence[str] | None, subject: str,
+               session: str) -> tuple[pd.DataFrame, list[str]]:
+    """A long table (one row per subject and session) and its feature columns, checked.
+
+    ``subject`` and ``session`` may be columns or index levels; ``columns`` defaults to every
+    numeric column but those two.
+
+    Raises
+    ------
+    InputError
+        The table lacks ``subject``, ``session`` or a named column.
+
+    Examples
+    --------
+    >>> frame, cols = long_frame(pd.DataFrame({"id": [1, 1], "ses": ["a", "b"], "x": [0., 1.]}),
+    ...                          None, "id", "ses")
+    >>> cols
+    ['x']
+    """
+    frame = table.reset_index() if {subject, session} - set(table.columns) else table
+    missing = [c for c in (subject, session) if c not in frame]
+    if missing:
+        raise InputError(f"the feature table has no {missing[0]!r} column",
+                         fix=f"give one row per {subject} and {session}")
+    if columns is None:
+        columns = [c for c in frame.columns if c not in (subject, session)
+                   and pd.api.types.is_numeric_dtype(frame[c])]
+    absent = [c for c in columns if c not in frame]
+    if absent:
+        raise InputError(f"the feature table has no column {absent[0]!r}",
+                         fix="name feature columns that exist")
+    return frame, list(columns)
+
+
 def icc_from_long(table: pd.DataFrame, features: Sequence[str] | None = None, *,
                   subject: str = "participant_id", session: str = "session",
                   sessions: Sequence[str] | None = None,
@@ -274,18 +308,7 @@ def icc_from_long(table: pd.DataFrame, features: Sequence[str] | None = None, *,
     >>> out.n.tolist(), out.attrs["left_out"]
     ([2], {'gm': ['sub-3']})
     """
-    frame = table.reset_index() if {subject, session} - set(table.columns) else table
-    missing = [c for c in (subject, session) if c not in frame]
-    if missing:
-        raise InputError(f"the feature table has no {missing[0]!r} column",
-                         fix=f"give one row per {subject} and {session}")
-    if features is None:
-        features = [c for c in frame.columns if c not in (subject, session)
-                    and pd.api.types.is_numeric_dtype(frame[c])]
-    absent = [f for f in features if f not in frame]
-    if absent:
-        raise InputError(f"the feature table has no column {absent[0]!r}",
-                         fix="name feature columns that exist")
+    frame, features = long_frame(table, features, subject, session)
     labels = frame[session].astype(str)
     order = sorted(labels.unique()) if sessions is None else [str(s) for s in sessions]
     rows = frame[labels.isin(order)]
