@@ -247,3 +247,29 @@ def test_held_out_data_may_lack_some_training_sites():
     subset = site != "siteB"
     np.testing.assert_allclose(apply_combat(model, Y[subset], site[subset], cov[subset]),
                                apply_combat(model, Y, site, cov)[subset], rtol=0, atol=1e-12)
+
+
+def test_transformer_leaves_out_a_covariate_constant_within_every_site_of_the_fold(tmp_path):
+    """A training fold whose small site is all one sex: the fit preserves the covariates it can
+    tell apart from site (age), equals ComBat fitted with those alone, and does not fail; the
+    saved model applies the same way (the store keeps preserved_covariates_)."""
+    from painplast.biomarker.store import load_model, save_model
+
+    rng = np.random.default_rng(4)
+    n = 30
+    site = np.repeat(["a", "b"], [20, 10])
+    sex = np.where(site == "b", 1.0, rng.integers(0, 2, n).astype(float))
+    sex[site == "a"] = 0.0                      # constant within each site: inseparable
+    age = rng.uniform(20, 70, n)
+    Y = rng.normal(size=(n, 5)) + np.where(site == "b", 2.0, 0.0)[:, None] + 0.02 * age[:, None]
+    X = pd.DataFrame(Y, columns=[f"f{j}" for j in range(5)]).assign(site=site, sex=sex, age=age)
+    with pytest.raises(InputError, match="collinear"):
+        fit_combat(Y, site, np.column_stack([sex, age]))       # the function itself says so
+    step = ComBatTransformer(covariates=["sex", "age"]).fit(X)
+    assert step.preserved_covariates_.tolist() == [False, True]
+    reference = apply_combat(fit_combat(Y, site, age[:, None]), Y, site, age[:, None])
+    np.testing.assert_allclose(step.transform(X), reference, atol=1e-10)
+    pipe = make_pipeline(ComBatTransformer(covariates=["sex", "age"]), StandardScaler()).fit(X)
+    folder = save_model(pipe, tmp_path / "m",
+                        metadata={"feature_names": list(X.columns)})
+    np.testing.assert_allclose(load_model(folder).transform(X), reference, atol=1e-10)

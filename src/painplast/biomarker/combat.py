@@ -44,7 +44,7 @@ from sklearn.utils.validation import check_is_fitted
 from painplast.errors import InputError
 from painplast.stats.harmonize import apply_combat, fit_combat
 
-__all__ = ["ComBatTransformer"]
+__all__ = ["ComBatTransformer", "estimable_covariates"]
 
 
 def _column_names(X) -> list | None:
@@ -80,8 +80,46 @@ def _columns(X, indices) -> np.ndarray:
     return np.asarray(X)[:, indices]
 
 
+def estimable_covariates(site: np.ndarray, covariates: np.ndarray) -> np.ndarray:
+    """Which covariates ComBat can tell apart from site (and from the covariates before them).
+
+    A covariate that is constant within every site (or a combination of the ones kept) has no
+    effect separable from the site effects; in a small cross-validation training fold this
+    happens by chance (a small site whose training participants are all of one sex).
+
+    Returns
+    -------
+    ndarray of bool, shape (n_covariates,)
+        True for the covariates kept, in order (greedy: each is kept if it adds to the rank).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> site = np.array([1, 1, 2, 2, 2])
+    >>> estimable_covariates(site, np.array([[0, 30.], [0, 41], [1, 25], [1, 60], [1, 33]]))
+    array([False,  True])
+    """
+    covariates = np.asarray(covariates, dtype=np.float64).reshape(len(site), -1)
+    keep = np.ones(covariates.shape[1], dtype=bool)
+    if covariates.shape[1] == 0 or not np.all(np.isfinite(covariates)):
+        return keep                     # fit_combat says what is wrong with non-finite values
+    _, index = np.unique(np.asarray(site).astype(str), return_inverse=True)
+    design = (index[:, None] == np.arange(index.max() + 1)).astype(np.float64)
+    for j in range(covariates.shape[1]):
+        trial = np.hstack([design, covariates[:, [j]]])
+        keep[j] = np.linalg.matrix_rank(trial) == trial.shape[1]
+        if keep[j]:
+            design = trial
+    return keep
+
+
 class ComBatTransformer(TransformerMixin, BaseEstimator):
     """Remove site effects with ComBat, preserving covariate effects (a pipeline step).
+
+    Covariates whose effects cannot be told apart from site in the participants it is fitted on
+    (:func:`estimable_covariates`: constant within every site of a training fold) are not
+    preserved in that fit (``preserved_covariates_``); their between-site part is removed with
+    the site effects, as it must be, instead of the fit failing.
 
     Parameters
     ----------
@@ -105,6 +143,8 @@ class ComBatTransformer(TransformerMixin, BaseEstimator):
         Positions of the covariate columns in X.
     feature_indices_ : ndarray of int, shape (n_harmonized,)
         Positions of the harmonized feature columns in X.
+    preserved_covariates_ : ndarray of bool, shape (n_covariates,)
+        Which covariates the fit preserved (see above).
     n_features_in_ : int
         Number of columns of X seen in ``fit``.
     feature_names_in_ : ndarray of str, shape (n_features_in_,)
@@ -156,10 +196,12 @@ class ComBatTransformer(TransformerMixin, BaseEstimator):
         if feature_indices.size == 0:
             raise InputError("X has no feature columns besides site and covariates",
                              fix="join the feature table to the site/covariate columns")
-        self.model_ = fit_combat(_columns(X, feature_indices).astype(np.float64),
-                                 _columns(X, site_index),
-                                 _columns(X, covariate_indices).astype(np.float64),
-                                 eb=self.eb)
+        site = _columns(X, site_index)
+        covariates = _columns(X, covariate_indices).astype(np.float64)
+        preserved = estimable_covariates(site, covariates)
+        self.model_ = fit_combat(_columns(X, feature_indices).astype(np.float64), site,
+                                 covariates[:, preserved], eb=self.eb)
+        self.preserved_covariates_ = preserved
         self.site_index_ = site_index
         self.covariate_indices_ = covariate_indices
         self.feature_indices_ = feature_indices
@@ -195,8 +237,9 @@ class ComBatTransformer(TransformerMixin, BaseEstimator):
                              f"on {self.n_features_in_}", fix="pass the same columns as in "
                              "training")
         covariates = _columns(X, self.covariate_indices_).astype(np.float64)
+        preserved = getattr(self, "preserved_covariates_", np.ones(covariates.shape[1], bool))
         harmonized = apply_combat(self.model_, _columns(X, self.feature_indices_).astype(
-            np.float64), _columns(X, self.site_index_), covariates)
+            np.float64), _columns(X, self.site_index_), covariates[:, np.asarray(preserved, bool)])
         if self.keep_covariates:
             return np.hstack([harmonized, covariates])
         return harmonized

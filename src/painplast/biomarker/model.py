@@ -409,6 +409,9 @@ def adapt_to_new_sites(steps, X):
         values = frame.to_numpy() if hasattr(frame, "to_numpy") else np.asarray(frame)
         site = values[:, step.site_index_]
         covariates = values[:, step.covariate_indices_].astype(np.float64)
+        preserved = getattr(step, "preserved_covariates_", None)
+        if preserved is not None:        # the covariates the fit could preserve
+            covariates = covariates[:, np.asarray(preserved, bool)]
         Y = values[:, step.feature_indices_].astype(np.float64)
         adapted = copy.copy(step)
         adapted.model_ = _new_site_model(step.model_, Y, site, covariates)
