@@ -34,7 +34,14 @@ confound regression (below)   ``confound_regression`` ``coef_``, ``intercept_``,
 ``LinearSVC``                 ``linear_svc``          ``coef_``, ``intercept_``, ``classes_``
 ``Ridge``                     ``ridge``               ``coef_``, ``intercept_``
 ``SVR(kernel="linear")``      ``svr``                 support vectors, dual coefficients
+``ConnectomeRegressor``       ``connectome_regressor`` the arrays of ``connectome.FITTED_ATTRIBUTES``
+``CPMRegressor``              ``cpm``                 the arrays of ``connectome.FITTED_ATTRIBUTES``
 ============================  ======================  ===========================================
+
+The connectome models (:mod:`painplast.biomarker.connectome`) are stored as one bare estimator
+fitted on covariance matrices (n, R, R): their ``feature_names`` are the R region names, their
+parameters plain JSON values, their state exactly the attributes listed in
+:data:`~painplast.biomarker.connectome.FITTED_ATTRIBUTES` (plain arrays and numbers).
 
 For the scikit-learn and ComBat steps every learned attribute (public and private) is stored,
 so the reloaded step runs the same code on the same numbers: predictions are bitwise equal.
@@ -98,6 +105,7 @@ from sklearn.utils.validation import check_is_fitted
 import painplast
 from painplast.biomarker import steps as _steps
 from painplast.biomarker.combat import ComBatTransformer
+from painplast.biomarker.connectome import FITTED_ATTRIBUTES, ConnectomeRegressor, CPMRegressor
 from painplast.biomarker.steps import ConfoundRegression, Screening
 from painplast.errors import InputError
 from painplast.stats.harmonize import ComBatModel
@@ -118,6 +126,8 @@ _STEP_CLASSES = {  # kind -> class; the only classes a model file can instantiat
     "linear_svc": LinearSVC,
     "ridge": Ridge,
     "svr": SVR,
+    "connectome_regressor": ConnectomeRegressor,
+    "cpm": CPMRegressor,
 }
 _KIND_OF_CLASS = {cls: kind for kind, cls in _STEP_CLASSES.items()}
 _CONFOUND_ATTRIBUTES = ("confound_indices_", "feature_indices_", "coef_", "intercept_",
@@ -245,6 +255,9 @@ def _encode_step(index: int, name: str, step, files: dict[str, bytes]) -> dict:
     if kind == "confound_regression":
         params = step.get_params(deep=False) if hasattr(step, "get_params") else {}
         state = {attr: getattr(step, attr) for attr in _CONFOUND_ATTRIBUTES if hasattr(step, attr)}
+    elif type(step).__name__ in FITTED_ATTRIBUTES:   # connectome models: their listed state only
+        params = step.get_params(deep=False)
+        state = {attr: getattr(step, attr) for attr in FITTED_ATTRIBUTES[type(step).__name__]}
     else:
         params = step.get_params(deep=False)
         state = {attr: value for attr, value in vars(step).items() if attr not in params}
