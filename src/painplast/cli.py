@@ -236,9 +236,13 @@ def run(bids_dir, output_dir, analysis_level, participant_label, session_label, 
         if biomarkers:
             from .biomarker import Settings, exclude
             from .biomarker.model import resolve_target
-            kept, _ = exclude(cohort.participants.reset_index(), Settings.from_config(config).exclude_column)
+            settings = Settings.from_config(config)
+            kept, _ = exclude(cohort.participants.reset_index(), settings.exclude_column)
             for target in biomarkers:
-                resolve_target(kept, target)
+                spec = resolve_target(kept, target)
+                if settings.features == "connectome" and spec.kind != "continuous":
+                    raise InputError(f"target {target!r} is {spec.kind}; connectome features model a continuous target",
+                                     fix="use --biomarker-features all (or a-priori) for a class target")
     _setup_logging(output_dir, verbose)
     log = logging.getLogger("painplast")
     for note in dict.fromkeys([str(w.message) for w in caught] + list(cohort.notes)):

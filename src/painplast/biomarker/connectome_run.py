@@ -94,7 +94,7 @@ def edge_table(nodes: Sequence[str], networks: Sequence[str], cv_edges: pd.DataF
     ...                    "mean_weight": [0.2, 0.0, -0.1]})
     >>> t = edge_table(["a", "b", "c"], ["x", "x", "y"], cv, np.array([0.3, 0.0, 0.0]))
     >>> t[["edge", "network_pair", "selection_frequency"]].values.tolist()
-    [['a--b', 'x--x', 1.0], ['a--c', 'x--y', 0.5], ['b--c', 'x--y', 0.0]]
+    [['a--b', 'x--x', 1.0], ['b--c', 'x--y', 0.5], ['a--c', 'x--y', 0.0]]
     """
     i, j = np.triu_indices(len(nodes), 1)
     table = pd.DataFrame({
