@@ -172,3 +172,34 @@ def test_connectome_options_stop_with_one_line_before_any_work(trained, tmp_path
         assert code == 2 and all(w in err for w in words), err
         assert len(err.strip().splitlines()) == 1
         assert sorted(p.name for p in (out / "group").iterdir()) == before
+
+
+@pytest.mark.parametrize("model", ["cpm", "elastic_net"])
+def test_connectome_models_round_trip_through_a_model_file(model, tmp_path, monkeypatch):
+    from painplast.biomarker import connectome as cx
+    from painplast.biomarker.connectome_run import make_model
+    from painplast.biomarker.store import load_model, save_model
+    from painplast.errors import InputError
+
+    rng = np.random.default_rng(3)
+    ts = [rng.normal(size=(80, 7)) for _ in range(30)]
+    y = rng.normal(size=30)
+    for t, v in zip(ts, y):
+        t[:, 2] += 0.7 * v * t[:, 0]
+    cov = cx.ledoit_wolf_covariances(ts)
+    fitted = make_model(model, "tangent").fit(cov[:24], y[:24])
+    folder = save_model(fitted, tmp_path / "m", metadata={"feature_names": list("abcdefg")})
+    monkeypatch.setattr(pickle, "loads", lambda *a, **k: pytest.fail("pickle used"))
+    loaded = load_model(folder)
+    np.testing.assert_array_equal(loaded.predict(cov[24:]), fitted.predict(cov[24:]))
+    document = json.loads((folder / "model.json").read_text())
+    assert document["steps"][0]["kind"] == ("cpm" if model == "cpm" else "connectome_regressor")
+    assert set(document["steps"][0]["state"]) == set(cx.FITTED_ATTRIBUTES[type(fitted).__name__])
+    # a file naming a state the class does not have is refused (checksum recomputed: not damage)
+    from painplast.biomarker.store import _canonical, _sha256
+
+    document["steps"][0]["state"]["extra_"] = 1
+    document["checksum"] = _sha256(_canonical(document))
+    (folder / "model.json").write_text(json.dumps(document))
+    with pytest.raises(InputError, match="other attributes"):
+        load_model(folder)

@@ -46,6 +46,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
+from painplast.biomarker import connectome as _connectome  # noqa: F401  registers its models
 from painplast.errors import InputError
 
 if TYPE_CHECKING:
