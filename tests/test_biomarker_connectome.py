@@ -237,7 +237,7 @@ def test_read_connectomes_from_a_painplast_output_folder(shared_data, tmp_path):
     from painplast.derivatives import Derivatives
     from painplast.plasticity import connectivity
 
-    cohort = Cohort.from_bids(shared_data / "rpn_szeged")
+    cohort = Cohort.from_bids(shared_data / "rpn_szeged", repetition_time=2.5)
     config = Config(options={"connectivity": {"repetition_time": 2.5, "max_mean_fd": 0.1}})
     out = Derivatives(tmp_path / "out")
     written = []
