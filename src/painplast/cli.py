@@ -189,8 +189,15 @@ def _with_confounds(config: Config, strategy: str | None) -> Config:
 @click.option("--scheduler", default=None, help="dask.distributed scheduler address (tcp://HOST:PORT): participant stages, or the group level's permutations, run on its workers.")
 @click.option("--dask-workers", type=int, default=None, help="Start a local dask cluster with N workers (participant stages or group permutations).")
 @click.option("--biomarker", "biomarkers", multiple=True, help="Build a biomarker for diagnosis, treatment or a participants column (group level); repeatable.")
-@click.option("--biomarker-features", type=click.Choice(["a-priori", "all"]), default=None,
-              help="Biomarker features: the modules' a-priori features (their findings rows; default) or all subject features.")
+@click.option("--biomarker-features", type=click.Choice(["a-priori", "all", "connectome"]), default=None,
+              help="Biomarker features: the modules' a-priori features (their findings rows; default), all subject features, "
+                   "or every edge of the participants' connectomes (continuous targets).")
+@click.option("--connectome-kind", type=click.Choice(["partial", "correlation", "tangent"]), default=None,
+              help="Edges of --biomarker-features connectome: Ledoit-Wolf partial correlation (default), correlation or tangent.")
+@click.option("--connectome-model", type=click.Choice(["ridge", "elastic_net", "cpm"]), default=None,
+              help="Model of --biomarker-features connectome: ridge on the top-k edges (default), elastic net, or CPM (Shen et al. 2017).")
+@click.option("--exclude-column", default=None,
+              help="participants.tsv column: participants with 1/true/yes there are left out of the biomarker (e.g. excluded_by_authors).")
 @click.option("--n-permutations", type=int, default=None, help="Permutations for voxel-wise and network inference (group level).")
 @click.option("--longitudinal", default="auto", show_default=True,
               help="Group level: BASELINE,FOLLOWUP sessions of the longitudinal contrasts (time, group:time, "
@@ -200,8 +207,8 @@ def _with_confounds(config: Config, strategy: str | None) -> Config:
 @click.option("-v", "--verbose", is_flag=True, help="Log progress to stderr.")
 def run(bids_dir, output_dir, analysis_level, participant_label, session_label, space, task_map,
         confounds_strategy, repetition_time, derivatives, group_map, sex_map, strict, config_file, modules,
-        atlas, signatures, n_jobs, scheduler, dask_workers, biomarkers, biomarker_features, n_permutations,
-        longitudinal, seed, quiet, verbose):
+        atlas, signatures, n_jobs, scheduler, dask_workers, biomarkers, biomarker_features, connectome_kind,
+        connectome_model, exclude_column, n_permutations, longitudinal, seed, quiet, verbose):
     """Run painplast on BIDS_DIR, writing derivatives to OUTPUT_DIR (BIDS-Apps convention)."""
     from . import engine
     data = dict(participant_label=participant_label, session_label=session_label, derivatives=derivatives,
@@ -209,12 +216,15 @@ def run(bids_dir, output_dir, analysis_level, participant_label, session_label, 
     config = _config(config_file, modules, n_permutations, signatures, seed, space,
                      _pairs(task_map, "--task-map", "rest=restingstate"), repetition_time)
     config = _with_confounds(config, confounds_strategy)
-    if atlas or biomarker_features:
+    biomarker_options = {k: v for k, v in (("features", biomarker_features), ("connectome_kind", connectome_kind),
+                                           ("connectome_model", connectome_model),
+                                           ("exclude_column", exclude_column)) if v}
+    if atlas or biomarker_options:
         opts = {k: dict(v) for k, v in config.options.items()}
         if atlas:
             opts.setdefault("connectivity", {})["atlas"] = atlas
-        if biomarker_features:
-            opts.setdefault("biomarker", {})["features"] = biomarker_features
+        if biomarker_options:
+            opts.setdefault("biomarker", {}).update(biomarker_options)
         config = config.replace(options=opts)
     needs = _needs(config.modules)
     participant = analysis_level == "participant"
@@ -229,9 +239,15 @@ def run(bids_dir, output_dir, analysis_level, participant_label, session_label, 
         engine.check_group_inputs(cohort, config, output_dir,
                                   engine.group_sessions(cohort, session_label or None, pair))
         if biomarkers:
+            from .biomarker import Settings, exclude
             from .biomarker.model import resolve_target
+            settings = Settings.from_config(config)
+            kept, _ = exclude(cohort.participants.reset_index(), settings.exclude_column)
             for target in biomarkers:
-                resolve_target(cohort.participants.reset_index(), target)
+                spec = resolve_target(kept, target)
+                if settings.features == "connectome" and spec.kind != "continuous":
+                    raise InputError(f"target {target!r} is {spec.kind}; connectome features model a continuous target",
+                                     fix="use --biomarker-features all (or a-priori) for a class target")
     _setup_logging(output_dir, verbose)
     log = logging.getLogger("painplast")
     for note in dict.fromkeys([str(w.message) for w in caught] + list(cohort.notes)):
@@ -283,13 +299,17 @@ def _maybe_report(output_dir) -> Path | None:
 @click.argument("out", type=click.Path(path_type=Path))
 @_data_options
 @click.option("--n-jobs", type=int, default=1, show_default=True, help="Worker processes (joblib).")
+@click.option("--exclude-column", default=None,
+              help="participants.tsv column: participants with 1/true/yes there are left out (e.g. excluded_by_authors).")
 def predict(model, bids_dir, out, participant_label, session_label, space, task_map, confounds_strategy,
-            repetition_time, derivatives, group_map, sex_map, strict, config_file, n_jobs):
+            repetition_time, derivatives, group_map, sex_map, strict, config_file, n_jobs, exclude_column):
     """Apply a saved MODEL to the participants of BIDS_DIR; write OUT/predictions.tsv.
 
     painplast first computes the features the model needs for those participants (into
     OUT/features, a painplast derivatives folder), then applies the model. The data options are
-    those of ``painplast run``.
+    those of ``painplast run``. When BIDS_DIR's participants.tsv has the model's target column,
+    the agreement (r for a continuous target, AUC for two classes) with its 95% interval is
+    printed and written to OUT/validation.json: external validation in one command.
     """
     from . import engine
     from .biomarker.features import from_derivatives
@@ -297,14 +317,20 @@ def predict(model, bids_dir, out, participant_label, session_label, space, task_
     from .biomarker.store import load_model
     from .derivatives import write_tsv
     loaded = load_model(model)
-    needed = sorted({name.split(".", 1)[0] for name in loaded.metadata.get("biomarker_input", {}).get("features", [])
-                     if name.split(".", 1)[0] in plasticity.names()})
+    spec = loaded.metadata.get("biomarker_input") or {}
+    needed = sorted({name.split(".", 1)[0] for name in spec.get("features", [])
+                     if name.split(".", 1)[0] in plasticity.names()} | ({"connectivity"} if spec.get("connectome") else set()))
     bids_dir, out = Path(bids_dir), Path(out)
     data = dict(participant_label=participant_label, session_label=session_label, derivatives=derivatives,
                 group_map=group_map, sex_map=sex_map, strict=strict)
     config = _config(config_file, ",".join(needed) or None, None, (), None, space,
                      _pairs(task_map, "--task-map", "rest=restingstate"), repetition_time)
     config = _with_confounds(config, confounds_strategy)
+    trained_with = loaded.metadata.get("connectivity_options") or {}
+    if spec.get("connectome") and trained_with and config_file is None:   # the stage the model was trained with
+        opts = {k: dict(v) for k, v in config.options.items()}
+        opts["connectivity"] = {**trained_with, **opts.get("connectivity", {})}
+        config = config.replace(options=opts)
     needs = _needs(config.modules)
     cohort = _load_cohort(bids_dir, config, data, needs)
     cohort.check_inputs(needs, required=config.modules)
@@ -313,10 +339,37 @@ def predict(model, bids_dir, out, participant_label, session_label, space, task_
     participants = cohort.participants.reset_index()
     features_dir = out / "features"
     engine.run_participant_level(cohort, config, features_dir, progress=False, n_jobs=n_jobs)
-    table = from_derivatives(features_dir, sessions=sessions)
-    predictions = _predict(model, table, participants)
+    from .biomarker import exclude
+    participants, note = exclude(participants, exclude_column)
+    if spec.get("connectome"):
+        from .biomarker.connectome_run import predict_connectome
+        predictions = predict_connectome(loaded, features_dir)
+        predictions = predictions[predictions["participant_id"].isin(participants["participant_id"].astype(str))]
+    else:
+        table = from_derivatives(features_dir, sessions=sessions)
+        predictions = _predict(model, table, participants)
     write_tsv(out / "predictions.tsv", predictions)
     click.echo(str(out / "predictions.tsv"))
+    _external_validation(loaded, predictions, participants, out, note)
+
+
+def _external_validation(loaded, predictions, participants, out: Path, note) -> None:
+    """r or AUC of the predictions against the model's target column, if the sample has it."""
+    from .biomarker.connectome_run import external_validation
+    from .derivatives import write_json
+    column = loaded.metadata.get("target_column") or loaded.metadata.get("target")
+    kind = loaded.metadata.get("model", {}).get("kind", "regressor")
+    found = external_validation(predictions, participants, column, kind) if column else None
+    if found is None:
+        click.echo(f"no {column} values in this sample: predictions only, no validation")
+        return
+    from .biomarker.validate import _json_ready
+    found = _json_ready({"model": str(loaded.path), "target": loaded.metadata.get("target"), **found,
+                         "notes": [note] if note else []})
+    write_json(out / "validation.json", found)
+    label = "r" if found["metric"] == "r" else "AUC"
+    click.echo(f"{label} = {found['estimate']:.3f} [95% CI {found['ci_low']:.3f}, {found['ci_high']:.3f}] "
+               f"against {column} (n = {found['n']}); written to {out / 'validation.json'}")
 
 
 @cli.command()

@@ -14,6 +14,9 @@
   of the controls, on the module axes.
 * :mod:`~painplast.biomarker.combat`, :mod:`~painplast.biomarker.store`: the ComBat pipeline step
   and pickle-free model files.
+* :mod:`~painplast.biomarker.connectome`, :mod:`~painplast.biomarker.connectome_run`: edge-level
+  connectome prediction (``features="connectome"``: ridge or elastic net on the top-k edges, or
+  CPM) and its outputs (edge and network tables, figure, model file, external validation).
 
 The biomarker's options are declared here (:class:`Settings`, :data:`DEFAULTS`) and read from
 ``Config.options["biomarker"]`` like a module's (an unknown key is an InputError).
@@ -43,16 +46,25 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
+from painplast.biomarker import connectome as _connectome  # noqa: F401  registers its models
 from painplast.errors import InputError
 
 if TYPE_CHECKING:
     from painplast.cohort import Cohort
     from painplast.config import Config
 
-__all__ = ["DEFAULTS", "Settings", "run_biomarker", "run_from_derivatives"]
+__all__ = ["DEFAULTS", "FALLBACK", "Settings", "exclude", "run_biomarker",
+           "run_from_derivatives"]
 
-#: Feature choices: the modules' a-priori features (their findings rows), or every feature.
-FEATURES = ("a-priori", "all")
+#: Feature choices: the modules' a-priori features (their findings rows), every subject feature,
+#: or every edge of the participants' connectome (:mod:`painplast.biomarker.connectome_run`).
+FEATURES = ("a-priori", "all", "connectome")
+#: What a target with no a-priori features uses instead (with a note in the result and the
+#: report, never an error), first available: the connectome (a continuous target and
+#: connectivity time series in the output folder: edge-level prediction is the field's standard
+#: for an individual trait without a hypothesis, Shen et al. 2017, Spisak et al. 2020), else
+#: every subject feature.
+FALLBACK = ("connectome", "all")
 
 
 @dataclass(frozen=True)
@@ -61,9 +73,12 @@ class Settings:
 
     Parameters
     ----------
-    features : {"a-priori", "all"}
+    features : {"a-priori", "all", "connectome"}
         The modules' a-priori features (the rows of their findings tables, and for a target
-        that a findings contrast tests, the features tested with it), or every subject feature.
+        that a findings contrast tests, the features tested with it), every subject feature, or
+        every edge of the participant connectome (a continuous target; the connectivity
+        module's time series). A target with no a-priori features falls back to
+        :data:`FALLBACK` with a note.
     folds, inner_folds, repeats : int
         Nested cross-validation: outer folds x repeats; inner folds choose the penalty.
     n_permutations : int
@@ -79,6 +94,17 @@ class Settings:
     model_options : mapping
         Further :class:`~painplast.biomarker.model.BiomarkerModel` parameters (``estimator``,
         ``confounds``, ``harmonize`` ...).
+    connectome_kind : {"partial correlation", "correlation", "tangent"}
+        Edges of the connectome features (tangent: reference fitted in the training folds).
+    connectome_model : {"ridge", "elastic_net", "cpm"}
+        Model of the connectome features (:func:`painplast.biomarker.connectome_run.make_model`).
+    connectome_folds : int
+        Outer folds for the connectome features (10: test sets of 10% as Varoquaux et al. 2017,
+        NeuroImage 145:166 recommend; a 5-fold split leaves a few dozen participants' models
+        with 20% fewer training participants for thousands of edges).
+    exclude_column : str, optional
+        A participants column; participants with 1 / true / yes there are left out of the
+        biomarker (e.g. ``excluded_by_authors``), with a note in the result.
 
     Examples
     --------
@@ -101,11 +127,20 @@ class Settings:
     learning: bool = True
     n_jobs: int = 1
     model_options: Mapping[str, Any] = field(default_factory=dict)
+    connectome_kind: str = "partial correlation"
+    connectome_model: str = "ridge"
+    connectome_folds: int = 10
+    exclude_column: str | None = None
 
     def __post_init__(self):
         if self.features not in FEATURES:
             raise InputError(f"biomarker option features={self.features!r} is not known",
-                             fix="use --biomarker-features a-priori or all")
+                             fix="use --biomarker-features a-priori, all or connectome")
+        from painplast.biomarker.connectome import _kind
+        from painplast.biomarker.connectome_run import make_model
+
+        object.__setattr__(self, "connectome_kind", _kind(self.connectome_kind))
+        make_model(self.connectome_model, self.connectome_kind)   # an unknown name stops here
         object.__setattr__(self, "model_options", dict(self.model_options or {}))
 
     @classmethod
@@ -198,6 +233,51 @@ def run_biomarker(feature_table, participants, target: str, settings: Settings |
     return result, model
 
 
+def exclude(participants, column: str | None):
+    """Participants without those marked in ``column`` (1 / true / yes), and a note.
+
+    Parameters
+    ----------
+    participants : DataFrame
+        participants.tsv (``participant_id`` as a column).
+    column : str or None
+        None: nobody is left out.
+
+    Returns
+    -------
+    (DataFrame, str or None)
+
+    Raises
+    ------
+    InputError
+        The column is not in participants.tsv.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> p = pd.DataFrame({"participant_id": ["sub-1", "sub-2", "sub-3"], "out": [0, 1, "n/a"]})
+    >>> kept, note = exclude(p, "out")
+    >>> kept["participant_id"].tolist(), note
+    (['sub-1', 'sub-3'], '1 participant(s) left out by the exclusion column out: sub-2')
+    """
+    if not column:
+        return participants, None
+    if column not in participants.columns:
+        raise InputError(f"the exclusion column {column!r} is not in participants.tsv",
+                         path="participants.tsv",
+                         fix="give an existing column to --exclude-column, or leave it out")
+    text = participants[column].astype("string").str.strip().str.lower()
+    marked = text.isin(["1", "1.0", "true", "yes", "y"]).fillna(False).to_numpy(bool)
+    gone = participants.loc[marked, "participant_id"].astype(str).tolist()
+    note = (f"{len(gone)} participant(s) left out by the exclusion column {column}: "
+            f"{', '.join(gone) or 'none'}")
+    return participants.loc[~marked].reset_index(drop=True), note
+
+
+def _has_connectome(out_dir) -> bool:
+    return any(Path(out_dir).glob("sub-*/sub-*_desc-connectivity_features.json"))
+
+
 def run_from_derivatives(cohort: "Cohort", config: "Config", out_dir: str | os.PathLike,
                          target: str, **overrides) -> dict:
     """Build, validate and save the biomarker for ``target`` from a painplast output folder.
@@ -207,6 +287,10 @@ def run_from_derivatives(cohort: "Cohort", config: "Config", out_dir: str | os.P
     :meth:`~painplast.cohort.Cohort.cross_sectional_sessions`), keeps the modules' a-priori ones (``features="a-priori"``:
     the findings tables' rows; for a target a findings contrast tests, the rows of that
     contrast), drops incomplete and uninformative columns, and runs :func:`run_biomarker`.
+    With ``features="connectome"`` every edge of the participants' connectomes is the input
+    (:func:`painplast.biomarker.connectome_run.build`). A target left with no a-priori feature
+    falls back to :data:`FALLBACK`, with a note in the result (``notes``) and the report.
+    Participants marked in ``exclude_column`` are left out first.
 
     Parameters
     ----------
@@ -225,19 +309,52 @@ def run_from_derivatives(cohort: "Cohort", config: "Config", out_dir: str | os.P
         The result written to ``group/biomarker_<target>.json``.
     """
     from painplast.biomarker.features import from_derivatives
-    from painplast.biomarker.model import ALIASES, CONFOUNDS
+    from painplast.biomarker.model import ALIASES, CONFOUNDS, resolve_target
+    from painplast.biomarker.validate import write_result
     from painplast.contrasts import for_column
     from painplast.stats.longitudinal import baseline_contrast_for
 
     settings = Settings.from_config(config, **overrides)
-    table = from_derivatives(out_dir, sessions=cohort.cross_sectional_sessions())
-    if settings.features == "a-priori":
+    participants, note = exclude(cohort.participants.reset_index(), settings.exclude_column)
+    notes = [note] if note else []
+    features = settings.features
+    if features == "a-priori":
+        table = from_derivatives(out_dir, sessions=cohort.cross_sectional_sessions())
         # keep the feature files' confound columns (mean FD) only if the model uses them
         confounds = settings.model_options.get("confounds", CONFOUNDS)
         column = ALIASES.get(target, target)
         table = table.a_priori(out_dir, keep=tuple(confounds),
-                               contrast=for_column(column) or baseline_contrast_for(column))
-    table = table.complete().informative()
-    result, _ = run_biomarker(table, cohort.participants.reset_index(), target, settings,
+                               contrast=for_column(column) or baseline_contrast_for(column)) \
+            .complete().informative()
+        left = [c for c in table.features if str(c).split(".", 1)[-1] not in set(confounds)]
+        if not left:
+            spec = resolve_target(participants, target)
+            usable = [f for f in FALLBACK if f != "connectome" or (
+                spec.kind == "continuous" and _has_connectome(out_dir))]
+            features = usable[0]
+            notes.append(f"no a-priori feature for {target} (no findings table tests it), so "
+                         f"the {features} features were used instead; choose with "
+                         "--biomarker-features a-priori, all or connectome")
+    if features == "connectome":
+        from painplast.biomarker.connectome_run import build
+
+        return build(out_dir, participants, target, kind=settings.connectome_kind,
+                     model=settings.connectome_model, folds=settings.connectome_folds,
+                     repeats=settings.repeats, n_permutations=settings.n_permutations,
+                     n_bootstrap=settings.n_bootstrap, n_jobs=settings.n_jobs,
+                     random_state=config.random_state, notes=notes,
+                     metadata={"connectivity_options": dict(
+                         config.options.get("connectivity") or {})})
+    if features == "all":
+        table = from_derivatives(out_dir, sessions=cohort.cross_sectional_sessions()) \
+            .complete().informative()
+    result, _ = run_biomarker(table, participants, target, settings,
                               random_state=config.random_state, out_dir=out_dir, overwrite=True)
+    if notes:
+        import logging
+
+        result["notes"] = notes
+        write_result(result, out_dir, target)
+        for text in notes:
+            logging.getLogger("painplast").warning("biomarker %s: %s", target, text)
     return result

@@ -84,6 +84,7 @@ from scipy import stats as sps
 from sklearn.base import BaseEstimator, RegressorMixin, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
+from painplast.biomarker.store import register_estimator
 from painplast.errors import InputError
 
 __all__ = ["KINDS", "FITTED_ATTRIBUTES", "ConnectomeData", "ConnectomeTransformer",
@@ -1016,6 +1017,12 @@ class CPMRegressor(RegressorMixin, BaseEstimator):
         """Weight of every edge in the prediction (network sign times slope), shape (E,)."""
         check_is_fitted(self, "coef_")
         return self._weights(self.positive_[:, None], self.negative_[:, None])[:, 0, :] @ self.coef_
+
+
+# model files store these two without pickle (painplast.biomarker.store)
+register_estimator("connectome_regressor", ConnectomeRegressor,
+                   FITTED_ATTRIBUTES["ConnectomeRegressor"])
+register_estimator("cpm", CPMRegressor, FITTED_ATTRIBUTES["CPMRegressor"])
 
 
 # =============================================================================== validation

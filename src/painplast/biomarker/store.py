@@ -34,7 +34,16 @@ confound regression (below)   ``confound_regression`` ``coef_``, ``intercept_``,
 ``LinearSVC``                 ``linear_svc``          ``coef_``, ``intercept_``, ``classes_``
 ``Ridge``                     ``ridge``               ``coef_``, ``intercept_``
 ``SVR(kernel="linear")``      ``svr``                 support vectors, dual coefficients
+``ConnectomeRegressor``       ``connectome_regressor`` the arrays of ``connectome.FITTED_ATTRIBUTES``
+``CPMRegressor``              ``cpm``                 the arrays of ``connectome.FITTED_ATTRIBUTES``
 ============================  ======================  ===========================================
+
+The connectome models (:mod:`painplast.biomarker.connectome`, which registers them with
+:func:`register_estimator` when imported; importing :mod:`painplast.biomarker` does that) are
+stored as one bare estimator
+fitted on covariance matrices (n, R, R): their ``feature_names`` are the R region names, their
+parameters plain JSON values, their state exactly the attributes listed in
+:data:`~painplast.biomarker.connectome.FITTED_ATTRIBUTES` (plain arrays and numbers).
 
 For the scikit-learn and ComBat steps every learned attribute (public and private) is stored,
 so the reloaded step runs the same code on the same numbers: predictions are bitwise equal.
@@ -102,7 +111,8 @@ from painplast.biomarker.steps import ConfoundRegression, Screening
 from painplast.errors import InputError
 from painplast.stats.harmonize import ComBatModel
 
-__all__ = ["FORMAT", "FORMAT_VERSION", "LoadedModel", "load_model", "save_model"]
+__all__ = ["FORMAT", "FORMAT_VERSION", "LoadedModel", "load_model", "register_estimator",
+           "save_model"]
 
 FORMAT = "painplast-model"
 FORMAT_VERSION = 1
@@ -119,6 +129,10 @@ _STEP_CLASSES = {  # kind -> class; the only classes a model file can instantiat
     "ridge": Ridge,
     "svr": SVR,
 }
+#: painplast estimators of other modules, registered by those modules
+#: (:func:`register_estimator`): kind -> (class, the fitted attributes to store). Only code can
+#: add to it; a model file can only name a kind that is here.
+_REGISTERED: dict[str, tuple[type, tuple[str, ...]]] = {}
 _KIND_OF_CLASS = {cls: kind for kind, cls in _STEP_CLASSES.items()}
 _CONFOUND_ATTRIBUTES = ("confound_indices_", "feature_indices_", "coef_", "intercept_",
                         "n_features_in_", "feature_names_in_")
@@ -220,9 +234,28 @@ def _pipeline_steps(model) -> list[tuple[str, object]]:
     return steps
 
 
+def register_estimator(kind: str, cls: type, attributes) -> None:
+    """Allow a painplast estimator class in model files.
+
+    Parameters
+    ----------
+    kind : str
+        Its name in model.json.
+    cls : type
+        A scikit-learn-style estimator whose ``get_params()`` are plain JSON values.
+    attributes : sequence of str
+        The fitted attributes to store (plain arrays, numbers, strings or None); loading sets
+        exactly these on a fresh ``cls(**params)``.
+    """
+    _REGISTERED[str(kind)] = (cls, tuple(attributes))
+
+
 def _step_kind(step) -> str:
     if getattr(step, "painplast_step_kind", None) == "confound_regression":
         return "confound_regression"
+    for kind, (cls, _) in _REGISTERED.items():
+        if type(step) is cls:
+            return kind
     kind = _KIND_OF_CLASS.get(type(step))
     if kind is None:
         raise InputError(f"pipeline step {type(step).__name__} cannot be stored in a safe model "
@@ -245,6 +278,9 @@ def _encode_step(index: int, name: str, step, files: dict[str, bytes]) -> dict:
     if kind == "confound_regression":
         params = step.get_params(deep=False) if hasattr(step, "get_params") else {}
         state = {attr: getattr(step, attr) for attr in _CONFOUND_ATTRIBUTES if hasattr(step, attr)}
+    elif kind in _REGISTERED:   # painplast's own estimators: their listed state only
+        params = step.get_params(deep=False)
+        state = {attr: getattr(step, attr) for attr in _REGISTERED[kind][1]}
     else:
         params = step.get_params(deep=False)
         state = {attr: value for attr, value in vars(step).items() if attr not in params}
@@ -559,10 +595,11 @@ def _build_step(spec: dict, arrays: dict, where: str):
     kind = spec.get("kind")
     if kind == "confound_regression":  # any such step is rebuilt as painplast's own
         step = ConfoundRegression()
-    elif kind in _STEP_CLASSES:
+    elif kind in _STEP_CLASSES or kind in _REGISTERED:
         params = {key: _decode(value, arrays, where) for key, value in spec["params"].items()}
+        cls = _STEP_CLASSES[kind] if kind in _STEP_CLASSES else _REGISTERED[kind][0]
         try:
-            step = _STEP_CLASSES[kind](**params)
+            step = cls(**params)
         except TypeError as error:
             raise InputError(f"step {spec.get('name')!r} has parameters this scikit-learn "
                              f"({sklearn.__version__}) does not accept ({error})", path=where,
@@ -571,6 +608,9 @@ def _build_step(spec: dict, arrays: dict, where: str):
     else:
         raise InputError(f"step {spec.get('name')!r} has an unsupported kind {kind!r}",
                          path=where, fix="load it with the painplast version that wrote it")
+    if kind in _REGISTERED and set(spec["state"]) != set(_REGISTERED[kind][1]):
+        raise InputError(f"step {spec.get('name')!r} stores other attributes than a {kind} has",
+                         path=where, fix=_FIX_DAMAGED)
     for attr, value in spec["state"].items():
         setattr(step, attr, _decode(value, arrays, where))
     return step

@@ -24,6 +24,9 @@ Subject stage (``rest`` task, first run; one participant's 4-D image in memory a
    volumes are features (``connectivity.mean_fd``, ``connectivity.scrubbed_fraction``); a
    participant above ``max_mean_fd`` or ``max_scrubbed_fraction``, or left with fewer than
    ``min_volumes`` volumes, is excluded (``info["excluded"]``) and the group stage lists them.
+   ROI time series from another pipeline, which painplast cannot denoise further, are held to
+   the stringent criteria of Parkes et al. 2018 (``timeseries_motion_exclusion``: mean FD >
+   0.25 mm, more than 20% of volumes with FD > 0.2 mm, or any FD > 5 mm).
 2. ROI time series: the pain-system ROIs (:data:`painplast.atlas.PAIN_ROIS`, spheres of
    ``config.roi_radius_mm``), and optionally a network atlas (``atlas``): ``power``,
    ``dosenbach``, ``seitzman`` (coordinate spheres, :func:`painplast.atlas.coords_atlas`) or the
@@ -106,6 +109,7 @@ DEFAULTS = {
     "max_mean_fd": 0.5,                        # mm; exclusion threshold
     "max_scrubbed_fraction": 0.3,              # exclusion threshold
     "min_volumes": 50,                         # exclusion threshold (volumes left after scrubbing)
+    "timeseries_motion_exclusion": "stringent",  # ROI series from elsewhere: Parkes et al. 2018
     "atlas": None,                             # None, power, dosenbach, seitzman or a label image path
     "seeds": ("mpfc", "nacc", "pag", "insula_anterior", "insula_posterior"),
     "seed_maps": True,
@@ -775,12 +779,42 @@ def _scrub(fd, n: int, opts: dict, censor: np.ndarray | None = None):
     return keep, excluded
 
 
+#: The stringent motion exclusion of Parkes et al. 2018 (NeuroImage 171:415): mean FD > 0.25 mm,
+#: more than 20% of volumes with FD > 0.2 mm, or any FD > 5 mm.
+STRINGENT = {"max_mean_fd": 0.25, "high_motion_fd": 0.2, "max_high_motion_fraction": 0.2,
+             "max_fd": 5.0}
+
+
+def _timeseries_exclusion(opts) -> dict:
+    """Options for ROI time series from another pipeline: with ``timeseries_motion_exclusion``
+    ``"stringent"`` the exclusion thresholds become Parkes et al.'s (2018) stringent criteria
+    (never looser than the options given). painplast cannot regress motion out of such series
+    (their confounds are not known), and the stringent criteria are those under which
+    motion-connectivity relationships stay small whatever the denoising (Parkes et al. 2018;
+    Ciric et al. 2017, NeuroImage 154:174); ``"lenient"`` keeps the image path's thresholds."""
+    mode = str(opts.get("timeseries_motion_exclusion") or "lenient").lower()
+    if mode == "lenient":
+        return opts
+    if mode != "stringent":
+        raise InputError(f"connectivity option timeseries_motion_exclusion={mode!r} is not known",
+                         fix="use 'stringent' or 'lenient'")
+    return {**opts, **STRINGENT, "max_mean_fd": min(opts["max_mean_fd"], STRINGENT["max_mean_fd"])}
+
+
 def _motion_summary(fd, keep, opts) -> tuple[dict, str | None]:
     mean_fd = float(np.nanmean(fd)) if fd is not None and np.isfinite(fd).any() else float("nan")
     scrubbed = float(1.0 - keep.mean())
     reasons = []
     if np.isfinite(mean_fd) and mean_fd > opts["max_mean_fd"]:
         reasons.append(f"mean framewise displacement {mean_fd:.3f} mm > {opts['max_mean_fd']} mm")
+    if fd is not None and np.isfinite(fd).any() and opts.get("max_high_motion_fraction") is not None:
+        high = float(np.nanmean(fd > opts["high_motion_fd"]))
+        if high > opts["max_high_motion_fraction"]:
+            reasons.append(f"{100 * high:.0f}% of volumes with FD > {opts['high_motion_fd']} mm > "
+                           f"{100 * opts['max_high_motion_fraction']:.0f}%")
+    if fd is not None and np.isfinite(fd).any() and opts.get("max_fd") is not None \
+            and np.nanmax(fd) > opts["max_fd"]:
+        reasons.append(f"largest framewise displacement {np.nanmax(fd):.2f} mm > {opts['max_fd']} mm")
     if scrubbed > opts["max_scrubbed_fraction"]:
         reasons.append(f"{100 * scrubbed:.0f}% of volumes scrubbed (FD > {opts['fd_threshold']} mm) "
                        f"> {100 * opts['max_scrubbed_fraction']:.0f}%")
@@ -1008,6 +1042,7 @@ def _dseg_networks(path: Path, n_regions: int, override) -> list[str] | None:
 
 
 def _subject_from_timeseries(subject: Subject, runs: Sequence[Run], opts) -> SubjectResult:
+    opts = _timeseries_exclusion(opts)
     done = _Runs(opts)
     names = header = None
     tr = None

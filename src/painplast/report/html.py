@@ -495,6 +495,30 @@ def _site_table(rows: list[dict]) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
+def _connectome_biomarker(out: _Output, target: str, result: dict) -> list:
+    """Notes of a biomarker result (feature fallback, exclusions) and, for connectome features,
+    the predictive network by atlas network pair and the top edges."""
+    items = [tag("p", f"Note: {text}", class_="small") for text in result.get("notes") or []]
+    if result.get("features") != "connectome":
+        return items
+    info = result.get("connectome") or {}
+    items.append(tag("p", f"Connectome features: {info.get('kind', 'n/a')} edges of "
+                          f"{info.get('n_regions', 'n/a')} regions; model: {info.get('model', 'n/a')}; "
+                          f"edges in the final model: {info.get('final_k', 'n/a')}.", class_="small"))
+    nets = _read_tsv(out.root / "group" / f"biomarker_{target}_networks.tsv")
+    if nets is not None and len(nets):
+        nets = nets[pd.to_numeric(nets["n_predictive"], errors="coerce") > 0]
+        items.append(table(nets.round(4), max_rows=15, caption="Predictive network by atlas network "
+                           "pair (edges selected in at least half of the outer folds; weight sum: "
+                           "positive = stronger coupling, higher target)"))
+    edges = _read_tsv(out.root / "group" / f"biomarker_{target}_edges.tsv")
+    if edges is not None and len(edges):
+        cols = [c for c in ("edge", "network_pair", "selection_frequency", "mean_weight") if c in edges]
+        items.append(table(edges[cols].head(15).round(4), caption=f"Most often selected edges (all in "
+                           f"group/biomarker_{target}_edges.tsv)"))
+    return items
+
+
 def _biomarker(out: _Output) -> Markup:
     paths = [p for p in out.group_files("biomarker_", ".json")]
     body = [tag("p", "Individual-level prediction from the plasticity features: out-of-fold "
@@ -543,6 +567,7 @@ def _biomarker(out: _Output) -> Markup:
             row.append(image(png.read_bytes(), png.stem, png.stem.replace("_", " ")))
         if any(row):
             body.append(tag("div", *row, class_="row"))
+        body.extend(_connectome_biomarker(out, target, result))
         sites = _site_table(result.get("leave_site_out"))
         if len(sites):
             body.append(table(sites, caption="Leave-one-site-out validation (train on the other sites)"))
@@ -607,6 +632,10 @@ def _glance(out: _Output, alpha: float) -> Markup:
         if auc.get("estimate") is not None:
             items.append(f"{path.stem[10:]} biomarker AUC {_number(auc['estimate'], 2)} "
                          f"[{_number(auc.get('ci_low'), 2)}, {_number(auc.get('ci_high'), 2)}]")
+        r = ((r.get("metrics") or {}).get("r") or {}) if isinstance(r, dict) else {}
+        if not auc.get("estimate") and r.get("estimate") is not None:
+            items.append(f"{path.stem[10:]} biomarker r {_number(r['estimate'], 2)} "
+                         f"[{_number(r.get('ci_low'), 2)}, {_number(r.get('ci_high'), 2)}]")
     return tag("div", tag("strong", "At a glance: "), "; ".join(items) + ".", class_="glance")
 
 
