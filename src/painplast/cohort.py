@@ -783,11 +783,12 @@ class Cohort:
                                                   "preprocessed data with --derivatives")
         kind = "gm" if need.anat else "bold"
         other_spaces = [s for s in found.spaces.get(kind, ()) if s != self.space]
+        in_other_space = (InputError(f"{what} in space {self.space} and none was found; found it in "
+                                     f"{', '.join(other_spaces)}", path=self.root,
+                                     fix=f"pass --space {other_spaces[0]}") if other_spaces else None)
         if need.anat:
-            if other_spaces:
-                return InputError(f"{what} in space {self.space} and none was found; found it in "
-                                  f"{', '.join(other_spaces)}", path=self.root,
-                                  fix=f"pass --space {other_spaces[0]}")
+            if in_other_space:
+                return in_other_space
             return InputError(f"{what} (fMRIPrep label-GM_probseg or CAT12 mwp1) and none was found in "
                               f"{_searched(found)}", path=self.root,
                               fix="give the folder of fMRIPrep or CAT12 outputs with --derivatives")
@@ -806,10 +807,8 @@ class Cohort:
                                                   f"{need.name} out with --modules")
         runs = [r for u in units for r in u.runs_for(need.task)]
         if not any(r.bold is not None or r.timeseries is not None for r in runs):
-            if other_spaces:
-                return InputError(f"{what} in space {self.space} and none was found; found "
-                                  f"{', '.join(other_spaces)}", path=self.root,
-                                  fix=f"pass --space {other_spaces[0]}")
+            if in_other_space:
+                return in_other_space
             return InputError(f"{what}: the raw runs are there but no preprocessed BOLD or ROI time series "
                               f"was found in {_searched(found)}", path=self.root,
                               fix="give the fMRIPrep (or ROI time-series) folder with --derivatives")
