@@ -13,13 +13,15 @@ sample) hold the study's ROI time series. This script computes, on the same file
     k in 20..80, alpha in 0.001..0.5 searched by GridSearchCV with leave-one-out (mean squared
     error); nested leave-one-out for the cross-validated r; the model refitted on all of
     Bochum and applied unchanged to Szeged.
-(b) ``painplast``: what a user gets: ``painplast run BIDS OUT participant --modules connectivity``
-    (repetition time 2.5 s in a config file), then
-    :func:`painplast.biomarker.connectome.read_connectomes` and the default
-    :class:`~painplast.biomarker.connectome.ConnectomeRegressor` with
-    :func:`~painplast.biomarker.connectome.nested_cv` (repeated 10-fold, 1000 permutations);
-    the model fitted on all of Bochum is applied to Szeged.
-(c) ``cpm``: :class:`~painplast.biomarker.connectome.CPMRegressor` on the same painplast data.
+(b) ``painplast``: what a user gets from the documented commands (``painplast run BIDS OUT
+    participant --modules connectivity --repetition-time 2.5``; ``painplast run ... group
+    --biomarker pain_sensitivity --biomarker-features connectome --exclude-column
+    excluded_by_authors`` with ``--connectome-folds loo`` (nested leave-one-out, the published
+    scheme) or the default repeated 10-fold; ``painplast predict`` of the saved model on
+    Szeged), figures read from the outputs; and, on the same 35 participants and the same
+    repeated 10-fold splits, the reference (painplast's exact replica of it, checked against
+    scikit-learn on the first repeat) beside painplast's default, one r per repeat.
+(c) ``cpm``: the same commands with ``--connectome-model cpm``.
 
 Further rows (``--variants``) prototype changes to the connectivity subject stage on the same
 files (each difference between its defaults and the paper's preprocessing, one at a time) and
@@ -47,6 +49,7 @@ import argparse
 import json
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -188,7 +191,15 @@ def reference_features(site, **kwargs):
     return ids, X, excluded, series
 
 
-def reference_model(n_jobs):
+def reference_model(n_jobs, cache=None):
+    """The authors' ``pipe_scale_fsel_elnet`` inside their ``GridSearchCV`` (PAINTeR/model.py).
+
+    ``cache``: a folder for the Pipeline's transformer cache (``Pipeline(memory=...)``). It
+    changes no result: the RobustScaler fitted on one training split is reused for the 60 grid
+    points instead of being refitted 60 times (0.21 s each on 33 x 7,503 edges, 250 s per
+    grid search without it, about 26 s with it).
+    """
+    from joblib import Memory
     from sklearn.feature_selection import SelectKBest, f_regression
     from sklearn.linear_model import ElasticNet
     from sklearn.model_selection import GridSearchCV, LeaveOneOut
@@ -196,7 +207,8 @@ def reference_model(n_jobs):
     from sklearn.preprocessing import RobustScaler
 
     pipe = Pipeline([("scaler", RobustScaler()), ("fsel", SelectKBest(f_regression)),
-                     ("model", ElasticNet(max_iter=100000))])
+                     ("model", ElasticNet(max_iter=100000))],
+                    memory=None if cache is None else Memory(str(cache), verbose=0))
     return GridSearchCV(pipe, RPN_GRID, cv=LeaveOneOut(), scoring="neg_mean_squared_error",
                         n_jobs=n_jobs)
 
@@ -205,13 +217,15 @@ def run_reference(n_jobs) -> dict:
     from sklearn.model_selection import LeaveOneOut, cross_val_predict
 
     warnings.filterwarnings("ignore")
+    cache = Path(tempfile.mkdtemp(prefix="rpn-reference-cache-"))
     ids_b, Xb, excl_b, series_b = reference_features("bochum")
     ids_s, Xs, excl_s, series_s = reference_features("szeged")
     yb, ys = target("bochum", ids_b), target("szeged", ids_s)
     start = time.time()
-    nested = cross_val_predict(reference_model(n_jobs), Xb, yb, cv=LeaveOneOut())
+    nested = cross_val_predict(reference_model(n_jobs, cache), Xb, yb, cv=LeaveOneOut())
     seconds = time.time() - start
-    final = reference_model(n_jobs).fit(Xb, yb)
+    final = reference_model(n_jobs, cache).fit(Xb, yb)
+    shutil.rmtree(cache, ignore_errors=True)
     ps = final.predict(Xs)
     published = np.isin(ids_s, PUBLISHED_SAMPLE["szeged"])
     out = {"n_bochum": len(yb), "n_szeged": len(ys), "excluded_motion": excl_b + excl_s,
@@ -247,17 +261,67 @@ def run_reference(n_jobs) -> dict:
 # ----------------------------------------------------------------------------- (b) painplast
 
 
+def _painplast(*arguments) -> subprocess.CompletedProcess:
+    command = [str(Path(sys.executable).with_name("painplast")), *map(str, arguments)]
+    return subprocess.run(command, check=True, capture_output=True, text=True)
+
+
 def painplast_run(site: str, out: Path, options: dict | None = None) -> Path:
-    """``painplast run DATA/rpn_<site> OUT participant --modules connectivity`` (as a user)."""
-    config = out.parent / f"{out.name}.json"
-    config.write_text(json.dumps({"options": {"connectivity": {"repetition_time": TR,
-                                                                **(options or {})}}}))
-    command = [str(Path(sys.executable).with_name("painplast")), "run", str(DATA / f"rpn_{site}"),
-               str(out), "participant", "--modules", "connectivity", "--config", str(config),
-               "--quiet"]
+    """``painplast run DATA/rpn_<site> OUT participant --modules connectivity
+    --repetition-time 2.5`` (as a user; ``options``: further connectivity options, in a config
+    file, for the prototypes)."""
+    command = ["run", DATA / f"rpn_{site}", out, "participant", "--modules", "connectivity",
+               "--repetition-time", TR, "--quiet"]
+    if options:
+        config = out.parent / f"{out.name}.json"
+        config.write_text(json.dumps({"options": {"connectivity": options}}))
+        command += ["--config", config]
     if not (out / "dataset_description.json").exists():
-        subprocess.run(command, check=True, capture_output=True, text=True)
+        _painplast(*command)
     return out
+
+
+def painplast_cli(work: Path, name: str, flags: list, n_permutations: int, n_jobs: int) -> dict:
+    """The documented commands: the participant level of both samples, then on Bochum
+    ``painplast run ... group --modules connectivity --biomarker pain_sensitivity
+    --biomarker-features connectome --exclude-column excluded_by_authors`` + ``flags``, then
+    ``painplast predict`` of the saved model on Szeged (all eligible participants, and the
+    study's published sample by ``--participant-label``). Figures read from the outputs."""
+    base_b = painplast_run("bochum", work / "participant_bochum")
+    base_s = painplast_run("szeged", work / "participant_szeged")
+    out = work / f"group_{name}"
+    if out.exists():
+        shutil.rmtree(out)
+    shutil.copytree(base_b, out)
+    start = time.time()
+    _painplast("run", DATA / "rpn_bochum", out, "group", "--modules", "connectivity",
+               "--repetition-time", TR, "--biomarker", "pain_sensitivity",
+               "--biomarker-features", "connectome", "--exclude-column", "excluded_by_authors",
+               "--n-permutations", n_permutations, "--n-jobs", n_jobs, "--quiet", *flags)
+    seconds = time.time() - start
+    result = json.loads((out / "group" / "biomarker_pain_sensitivity.json").read_text())
+    figures = {"command_flags": flags, "n_bochum": result["n"], "scheme": result["scheme"],
+               "bochum": result["metrics"]["r"], "bochum_p_permutation": result["permutation_p"],
+               "bochum_null_ci": (result["permutation"] or {}).get("null_ci"),
+               "bochum_null_mean": (result["permutation"] or {}).get("null_mean"),
+               "group_seconds": seconds}
+    labels = [a for pid in PUBLISHED_SAMPLE["szeged"] for a in ("--participant-label", pid)]
+    for key, extra in (("szeged", []), ("szeged_published_sample", labels)):
+        target = work / f"predict_{name}_{key}"
+        if target.exists():
+            shutil.rmtree(target)
+        _painplast("predict", out / "models" / "pain_sensitivity", DATA / "rpn_szeged", target,
+                   "--repetition-time", TR, "--exclude-column", "excluded_by_authors", *extra)
+        valid = json.loads((target / "validation.json").read_text())
+        figures[key], figures[f"n_{key}"] = valid["metrics"]["r"], valid["n"]
+    p = figures["bochum_p_permutation"]
+    summary(f"painplast CLI [{name}]: Bochum", figures["bochum"],
+            f"  p(perm, {n_permutations}) = {p:.4f}  n = {figures['n_bochum']}  "
+            f"({seconds:.0f} s)" if p is not None else "")
+    summary(f"painplast CLI [{name}]: -> Szeged", figures["szeged"], f"  n = {figures['n_szeged']}")
+    summary(f"painplast CLI [{name}]: -> Szeged, published sample",
+            figures["szeged_published_sample"], f"  n = {figures['n_szeged_published_sample']}")
+    return figures
 
 
 def painplast_data(site: str, out: Path):
@@ -360,6 +424,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--permutations", type=int, default=1000)
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--skip-reference", action="store_true")
+    parser.add_argument("--reference-only", action="store_true",
+                        help="only the published pipeline's rows")
     parser.add_argument("--variants", action="store_true",
                         help="prototype the connectivity-stage differences one at a time")
     parser.add_argument("--simulator", action="store_true",
@@ -383,51 +449,41 @@ def main(argv=None) -> dict:
     if not args.skip_reference:
         ref = run_reference(args.n_jobs)
         figures["reference"] = {k: v for k, v in ref.items() if not k.startswith("_")}
+        if args.reference_only:
+            figures["peak_rss_mb"] = peak_memory_mb()
+            print(json.dumps(_plain(figures)))
+            return figures
 
-    # (b) painplast as a user runs it
-    start = time.time()
-    out_b = painplast_run("bochum", work / "bochum")
-    out_s = painplast_run("szeged", work / "szeged")
-    figures["painplast_run_seconds"] = time.time() - start
-    ids_b, covb, data_b = painplast_data("bochum", out_b)
-    ids_s, covs, _ = painplast_data("szeged", out_s)
+    # (b) painplast as a user runs it: the documented commands, nested leave-one-out (the
+    # published scheme) and the default repeated 10-fold; (c) CPM the same way
+    for key, name, flags in (("painplast_loo", "ridge_loo", ["--connectome-folds", "loo"]),
+                             ("painplast_10fold", "ridge_10fold", []),
+                             ("cpm_loo", "cpm_loo", ["--connectome-model", "cpm",
+                                                     "--connectome-folds", "loo"]),
+                             ("cpm_10fold", "cpm_10fold", ["--connectome-model", "cpm"])):
+        figures[key] = painplast_cli(work, name, flags, args.permutations, args.n_jobs)
+
+    # the reference and painplast on the same 35 participants and the same repeated 10-fold
+    # splits (the reference through painplast's replica of it, checked against scikit-learn)
+    figures["paired_10fold"] = paired_kfold(work, args.repeats, args.n_jobs)
+
+    # the target permuted (painplast's default model, leave-one-out as the CLI row): r must stay
+    # inside its null interval
+    ids_b, covb, _ = painplast_data("bochum", work / "participant_bochum")
+    ids_s, covs, _ = painplast_data("szeged", work / "participant_szeged")
     yb, ys = target("bochum", ids_b), target("szeged", ids_s)
-    print(f"painplast derivatives: Bochum {len(ids_b)} (excluded by the stage: "
-          f"{sorted(data_b.excluded) or 'none'}), Szeged {len(ids_s)}; "
-          f"{covb.shape[1]} regions", flush=True)
-    default = cx.ConnectomeRegressor()
-    pp = evaluate(default, covb, yb, covs, ys, ids_s, args.permutations, args.n_jobs,
-                  repeats=args.repeats)
-    figures["painplast"] = {k: v for k, v in pp.items() if not k.startswith("_")}
-    figures["painplast"]["model"] = default.get_params()
-    cpm = evaluate(cx.CPMRegressor(), covb, yb, covs, ys, ids_s, args.permutations,
-                   args.n_jobs, repeats=args.repeats, name="cpm")
-    figures["cpm"] = {k: v for k, v in cpm.items() if not k.startswith("_")}
-
-    # the connectivity stage as proposed (prototype on the same files)
-    ids_pb, series_pb, excl_pb = paper_series("bochum", **PROPOSED)
-    ids_ps, series_ps, _ = paper_series("szeged", **PROPOSED)
-    print(f"proposed stage: Bochum {len(ids_pb)} (excluded for motion: {excl_pb}), "
-          f"Szeged {len(ids_ps)}", flush=True)
-    covpb, covps = cx.ledoit_wolf_covariances(series_pb), cx.ledoit_wolf_covariances(series_ps)
-    ypb, yps = target("bochum", ids_pb), target("szeged", ids_ps)
-    for key, model in (("proposed_painplast", cx.ConnectomeRegressor()),
-                       ("proposed_cpm", cx.CPMRegressor())):
-        res = evaluate(model, covpb, ypb, covps, yps, np.asarray(ids_ps), args.permutations,
-                       args.n_jobs, repeats=args.repeats, name=key.replace("_", " "))
-        figures[key] = {k: v for k, v in res.items() if not k.startswith("_")}
-
-    # the target permuted: r must stay inside its null interval
     rng = np.random.default_rng(2020)
     shuffled = yb[rng.permutation(len(yb))]
-    null = evaluate(default, covb, shuffled, covs, ys, ids_s, args.permutations, args.n_jobs,
-                    repeats=args.repeats, name="painplast, target permuted")
-    figures["permuted_target"] = {"bochum": null["bochum"],
-                                  "p": null["bochum_p_permutation"],
-                                  "null_ci": null["bochum_null_ci"],
+    null = evaluate(cx.ConnectomeRegressor(), covb, shuffled, covs, ys, np.asarray(ids_s),
+                    args.permutations, args.n_jobs, repeats=1, folds=len(yb),
+                    name="painplast, target permuted (LOO)")
+    perm = null["_result"]["permutation"]
+    figures["permuted_target"] = {"bochum": null["bochum"], "p": perm["p"],
+                                  "null_ci": perm["null_ci"], "null_mean": perm["null_mean"],
                                   "inside_null_interval": bool(
-                                      null["bochum_null_ci"][0] <= null["_result"]["permutation"]
-                                      ["observed"] <= null["bochum_null_ci"][1])}
+                                      perm["null_ci"][0] <= perm["observed"] <= perm["null_ci"][1])}
+    print(f"target permuted: r {perm['observed']:+.3f}, null 95% [{perm['null_ci'][0]:+.2f}, "
+          f"{perm['null_ci'][1]:+.2f}], p {perm['p']:.3f}", flush=True)
 
     if args.variants:
         figures["variants"] = variants(args)
@@ -448,6 +504,57 @@ def main(argv=None) -> dict:
     figures["peak_rss_mb"] = peak_memory_mb()
     print(json.dumps(_plain(figures)))
     return figures
+
+
+def paired_kfold(work: Path, repeats: int, n_jobs: int) -> dict:
+    """Repeated 10-fold nested r of the reference pipeline and of painplast's default on the
+    same participants and splits (``repeats`` repeats, one r per repeat, paired).
+
+    The reference runs as painplast's exact replica of it (``ConnectomeRegressor`` elastic net
+    with the RPN grid and inner leave-one-out on the paper's preprocessing: the same choice of
+    k and alpha as scikit-learn's ``GridSearchCV`` and the same predictions); the first
+    repeat's folds are also run through scikit-learn itself and the predictions compared.
+    """
+    from sklearn.model_selection import cross_val_predict
+
+    from painplast.biomarker.connectome import _outer_folds
+
+    ids_p, series_p, _ = paper_series("bochum")
+    ids_b, covb, _ = painplast_data("bochum", work / "participant_bochum")
+    order = [ids_b.index(pid) for pid in ids_p]          # the same participants, one order
+    covb, y = covb[order], target("bochum", ids_p)
+    replica = cx.ConnectomeRegressor(estimator="elastic_net", k=RPN_GRID["fsel__k"],
+                                     alphas=RPN_GRID["model__alpha"], l1_ratio=0.999,
+                                     inner_folds=1000)
+    cov_p = cx.ledoit_wolf_covariances(series_p)
+    ref = cx.nested_cv(replica, cov_p, y, folds=10, repeats=repeats, n_permutations=0,
+                       n_jobs=n_jobs)
+    ours = cx.nested_cv(cx.ConnectomeRegressor(), covb, y, folds=10, repeats=repeats,
+                        n_permutations=0, n_jobs=n_jobs)
+    r_ref = [float(np.corrcoef(p, y)[0, 1]) for p in ref["predictions"]]
+    r_ours = [float(np.corrcoef(p, y)[0, 1]) for p in ours["predictions"]]
+    # scikit-learn itself on the first repeat's splits
+    warnings.filterwarnings("ignore")
+    cache = Path(tempfile.mkdtemp(prefix="rpn-reference-cache-"))
+    from nilearn.connectome import ConnectivityMeasure
+
+    X = ConnectivityMeasure(kind="partial correlation", vectorize=True,
+                            discard_diagonal=True).fit_transform(series_p)
+    sk = cross_val_predict(reference_model(n_jobs, cache), X, y,
+                           cv=_outer_folds(len(y), 10, 1, 0)[0])
+    shutil.rmtree(cache, ignore_errors=True)
+    out = {"n": len(y), "repeats": repeats, "reference_r": r_ref, "painplast_r": r_ours,
+           "reference_mean": float(np.mean(r_ref)), "painplast_mean": float(np.mean(r_ours)),
+           "painplast_higher": int(np.sum(np.array(r_ours) > np.array(r_ref))),
+           "sklearn_first_repeat_r": float(np.corrcoef(sk, y)[0, 1]),
+           "replica_vs_sklearn_max_abs_diff": float(np.max(np.abs(sk - ref["predictions"][0])))}
+    print(f"repeated 10-fold ({repeats} repeats, same splits, n {len(y)}): reference mean r "
+          f"{out['reference_mean']:+.3f} [{min(r_ref):+.2f}, {max(r_ref):+.2f}], painplast "
+          f"{out['painplast_mean']:+.3f} [{min(r_ours):+.2f}, {max(r_ours):+.2f}]; painplast "
+          f"higher in {out['painplast_higher']}/{repeats}; scikit-learn on repeat 1: r "
+          f"{out['sklearn_first_repeat_r']:+.3f}, max |prediction - replica| "
+          f"{out['replica_vs_sklearn_max_abs_diff']:.2e}", flush=True)
+    return out
 
 
 def variants(args) -> dict:

@@ -164,7 +164,9 @@ def test_connectome_options_stop_with_one_line_before_any_work(trained, tmp_path
     for extra, words in ((["--biomarker", "pain_sensitivity", "--exclude-column", "no_such"],
                           ("no_such", "--exclude-column")),
                          (["--biomarker", "sex", "--biomarker-features", "connectome"],
-                          ("continuous", "--biomarker-features all"))):
+                          ("continuous", "--biomarker-features all")),
+                         (["--biomarker", "pain_sensitivity", "--connectome-folds", "1"],
+                          ("outer folds 1", "--connectome-folds loo"))):
         capsys.readouterr()
         code = main(["run", str(bids), str(out), "group", "--modules", "connectivity",
                      "--repetition-time", "2.5", "--quiet", *_labels(SZEGED), *extra])
@@ -172,6 +174,70 @@ def test_connectome_options_stop_with_one_line_before_any_work(trained, tmp_path
         assert code == 2 and all(w in err for w in words), err
         assert len(err.strip().splitlines()) == 1
         assert sorted(p.name for p in (out / "group").iterdir()) == before
+
+
+def test_series_from_another_pipeline_are_scrubbed_detrended_and_scaled_not_refiltered(
+        trained, shared_data):
+    """ROI time series from elsewhere count as denoised and filtered: the stage's series equal
+    nilearn's ``signal.clean`` with linear detrending and z-scoring and no filter (a second
+    0.01 Hz high-pass would move them by whole standard deviations)."""
+    import warnings
+
+    from nilearn import signal
+
+    folder = shared_data / "rpn_szeged" / "derivatives" / "timeseries"
+    checked = 0
+    for label in SZEGED:
+        pid = f"sub-{label}"
+        confounds = pd.read_csv(folder / pid / "func" /
+                                f"{pid}_task-rest_desc-confounds_timeseries.tsv", sep="\t")
+        fd = pd.to_numeric(confounds["framewise_displacement"], errors="coerce")
+        written = trained / "out" / pid / f"{pid}_desc-connectivityAtlasTimeseries_array.npy"
+        if fd.max() > 0.5 or not written.exists():     # scrubbed or excluded: not this check
+            continue
+        raw = pd.read_csv(folder / pid / "func" / f"{pid}_task-rest_atlas-MIST122_timeseries.tsv",
+                          sep="\t").to_numpy(float)[:, 1:]           # GlobSig is not a node
+        series = np.load(written)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            expected = signal.clean(raw, detrend=True, standardize="zscore_sample", filter=False)
+            filtered = signal.clean(raw, detrend=True, standardize="zscore_sample",
+                                    filter="butterworth", high_pass=0.01, t_r=2.5)
+        np.testing.assert_allclose(series, expected, atol=1e-5)
+        assert np.abs(series - filtered).max() > 0.5
+        checked += 1
+    assert checked >= 5
+
+
+def test_nested_leave_one_out_predicts_each_participant_from_a_model_without_them(
+        trained, tmp_path):
+    """``--connectome-folds loo``: one outer fold per participant; each written prediction is
+    the default model fitted on everyone else (refitted here) applied to that participant."""
+    import shutil
+
+    from painplast.biomarker import connectome as cx
+    from painplast.biomarker.connectome_run import make_model
+
+    out = shutil.copytree(trained / "out", tmp_path / "out", symlinks=True)
+    assert main(["run", str(trained / "szeged"), str(out), "group", "--modules", "connectivity",
+                 "--repetition-time", "2.5", "--biomarker", "pain_sensitivity",
+                 "--exclude-column", "left_out", "--connectome-folds", "loo",
+                 "--config", str(trained / "light.json"), "--quiet", *_labels(SZEGED)]) == 0
+    result = json.loads((out / "group" / "biomarker_pain_sensitivity.json").read_text())
+    assert result["scheme"].startswith(f"nested leave-one-out cross-validation ({result['n']} ")
+    predictions = pd.read_csv(out / "group" / "biomarker_pain_sensitivity_predictions.tsv",
+                              sep="\t")
+    ids = list(predictions["participant_id"])
+    data = cx.read_connectomes(out, participants=ids)
+    cov = data.covariances[[data.participant_ids.index(p) for p in ids]]
+    y = predictions["target"].to_numpy(float)
+    for i in range(len(ids)):
+        train = np.arange(len(ids)) != i
+        model = make_model("ridge", "partial correlation").fit(cov[train], y[train])
+        assert predictions["score"][i] == pytest.approx(model.predict(cov[i:i + 1])[0],
+                                                       rel=1e-8, abs=1e-10)
+    assert result["metrics"]["r"]["estimate"] == pytest.approx(
+        stats.pearsonr(predictions["score"], y)[0], abs=1e-9)
 
 
 @pytest.mark.parametrize("model", ["cpm", "elastic_net"])

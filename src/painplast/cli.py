@@ -196,9 +196,12 @@ def _with_confounds(config: Config, strategy: str | None) -> Config:
               help="Edges of --biomarker-features connectome: Ledoit-Wolf partial correlation (default), correlation or tangent.")
 @click.option("--connectome-model", type=click.Choice(["ridge", "elastic_net", "cpm"]), default=None,
               help="Model of --biomarker-features connectome: ridge on the top-k edges (default), elastic net, or CPM (Shen et al. 2017).")
+@click.option("--connectome-folds", default=None,
+              help="Outer folds of --biomarker-features connectome: an integer (default 10, repeated) or loo "
+                   "(nested leave-one-out, as published connectome predictions report).")
 @click.option("--exclude-column", default=None,
               help="participants.tsv column: participants with 1/true/yes there are left out of the biomarker (e.g. excluded_by_authors).")
-@click.option("--n-permutations", type=int, default=None, help="Permutations for voxel-wise and network inference (group level).")
+@click.option("--n-permutations", type=int, default=None, help="Permutations for voxel-wise and network inference and for the biomarkers' permutation tests (group level).")
 @click.option("--longitudinal", default="auto", show_default=True,
               help="Group level: BASELINE,FOLLOWUP sessions of the longitudinal contrasts (time, group:time, "
                    "change~pain_relief, persisting-recovering); auto: when participants have exactly two sessions; none: off.")
@@ -208,7 +211,7 @@ def _with_confounds(config: Config, strategy: str | None) -> Config:
 def run(bids_dir, output_dir, analysis_level, participant_label, session_label, space, task_map,
         confounds_strategy, repetition_time, derivatives, group_map, sex_map, strict, config_file, modules,
         atlas, signatures, n_jobs, scheduler, dask_workers, biomarkers, biomarker_features, connectome_kind,
-        connectome_model, exclude_column, n_permutations, longitudinal, seed, quiet, verbose):
+        connectome_model, connectome_folds, exclude_column, n_permutations, longitudinal, seed, quiet, verbose):
     """Run painplast on BIDS_DIR, writing derivatives to OUTPUT_DIR (BIDS-Apps convention)."""
     from . import engine
     data = dict(participant_label=participant_label, session_label=session_label, derivatives=derivatives,
@@ -218,6 +221,8 @@ def run(bids_dir, output_dir, analysis_level, participant_label, session_label, 
     config = _with_confounds(config, confounds_strategy)
     biomarker_options = {k: v for k, v in (("features", biomarker_features), ("connectome_kind", connectome_kind),
                                            ("connectome_model", connectome_model),
+                                           ("connectome_folds", connectome_folds),
+                                           ("n_permutations", n_permutations),
                                            ("exclude_column", exclude_column)) if v}
     if atlas or biomarker_options:
         opts = {k: dict(v) for k, v in config.options.items()}

@@ -98,10 +98,12 @@ class Settings:
         Edges of the connectome features (tangent: reference fitted in the training folds).
     connectome_model : {"ridge", "elastic_net", "cpm"}
         Model of the connectome features (:func:`painplast.biomarker.connectome_run.make_model`).
-    connectome_folds : int
+    connectome_folds : int or "loo"
         Outer folds for the connectome features (10: test sets of 10% as Varoquaux et al. 2017,
         NeuroImage 145:166 recommend; a 5-fold split leaves a few dozen participants' models
-        with 20% fewer training participants for thousands of edges).
+        with 20% fewer training participants for thousands of edges). ``"loo"``: nested
+        leave-one-out, the scheme of published connectome predictions (CPM, the RPN
+        signature), to compare with their figures.
     exclude_column : str, optional
         A participants column; participants with 1 / true / yes there are left out of the
         biomarker (e.g. ``excluded_by_authors``), with a note in the result.
@@ -129,7 +131,7 @@ class Settings:
     model_options: Mapping[str, Any] = field(default_factory=dict)
     connectome_kind: str = "partial correlation"
     connectome_model: str = "ridge"
-    connectome_folds: int = 10
+    connectome_folds: int | str = 10
     exclude_column: str | None = None
 
     def __post_init__(self):
@@ -141,6 +143,10 @@ class Settings:
 
         object.__setattr__(self, "connectome_kind", _kind(self.connectome_kind))
         make_model(self.connectome_model, self.connectome_kind)   # an unknown name stops here
+        from painplast.biomarker.connectome_run import outer_is_loo
+
+        folds = "loo" if outer_is_loo(self.connectome_folds) else int(self.connectome_folds)
+        object.__setattr__(self, "connectome_folds", folds)
         object.__setattr__(self, "model_options", dict(self.model_options or {}))
 
     @classmethod

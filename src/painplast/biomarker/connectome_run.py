@@ -45,6 +45,31 @@ log = logging.getLogger("painplast")
 MODELS = ("ridge", "elastic_net", "cpm")
 
 
+def outer_is_loo(folds) -> bool:
+    """Whether an outer-folds setting means leave-one-out (``"loo"``), checking it otherwise.
+
+    Examples
+    --------
+    >>> outer_is_loo("LOO"), outer_is_loo(10)
+    (True, False)
+    >>> outer_is_loo(1)
+    Traceback (most recent call last):
+    ...
+    painplast.errors.InputError: connectome outer folds 1 is not an integer >= 2 or loo; fix: use --connectome-folds 10 (or another integer >= 2) or --connectome-folds loo
+    """
+    if str(folds).strip().lower() in ("loo", "leave-one-out"):
+        return True
+    try:
+        ok = int(folds) >= 2 and float(folds) == int(folds)
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise InputError(f"connectome outer folds {folds} is not an integer >= 2 or loo",
+                         fix="use --connectome-folds 10 (or another integer >= 2) or "
+                             "--connectome-folds loo")
+    return False
+
+
 def make_model(model: str = "ridge", kind: str = "partial correlation", random_state: int = 0):
     """The connectome model a name means, with its own defaults.
 
@@ -189,7 +214,7 @@ def connectome_figure(nodes: Sequence[str], networks: Sequence[str], edges: pd.D
 
 
 def build(out_dir: str | os.PathLike, participants: pd.DataFrame, target: str, *,
-          kind: str = "partial correlation", model: str = "ridge", folds: int = 10,
+          kind: str = "partial correlation", model: str = "ridge", folds: int | str = 10,
           repeats: int = 5, n_permutations: int = 100, n_bootstrap: int = 2000,
           n_jobs: int = 1, random_state: int = 0, notes: Sequence[str] = (),
           metadata: dict | None = None, level: str = "atlas") -> dict:
@@ -205,7 +230,11 @@ def build(out_dir: str | os.PathLike, participants: pd.DataFrame, target: str, *
         A continuous participants column (or alias).
     kind, model : str
         Connectome kind and model name (:func:`make_model`).
-    folds, repeats, n_permutations, n_bootstrap, n_jobs, random_state
+    folds : int or "loo"
+        Outer folds; ``"loo"``: leave-one-out (one outer fold per participant, ``repeats``
+        ignored), the scheme of the connectome-prediction literature's nested estimates (CPM,
+        Shen et al. 2017; the RPN signature, Spisak et al. 2020), for comparing with them.
+    repeats, n_permutations, n_bootstrap, n_jobs, random_state
         As :func:`painplast.biomarker.connectome.nested_cv`.
     notes : sequence of str
         Notes carried into the result (feature fallback, exclusions).
@@ -235,7 +264,8 @@ def build(out_dir: str | os.PathLike, participants: pd.DataFrame, target: str, *
                          "for a class target")
     data = cx.read_connectomes(out_dir, level=level, participants=list(spec.y.index))
     ids = [pid for pid in data.participant_ids if pid in spec.y.index]
-    if len(ids) < max(2 * folds, 8):
+    loo = outer_is_loo(folds)
+    if len(ids) < (8 if loo else max(2 * int(folds), 8)):
         raise InputError(f"only {len(ids)} participants have connectomes and a value of "
                          f"{target}", path=out_dir, fix="run painplast run ... participant "
                          "--modules connectivity for every participant")
@@ -247,6 +277,8 @@ def build(out_dir: str | os.PathLike, participants: pd.DataFrame, target: str, *
         notes.append(f"{len(data.excluded)} participant(s) left out by the connectivity stage "
                      f"(motion): {', '.join(sorted(data.excluded))}")
     template = make_model(model, kind, random_state)
+    if loo:
+        folds, repeats = len(y), 1
     res = cx.nested_cv(template, cov, y, folds=folds, repeats=repeats,
                        n_permutations=n_permutations, n_bootstrap=n_bootstrap,
                        random_state=random_state, n_jobs=n_jobs)
@@ -256,7 +288,9 @@ def build(out_dir: str | os.PathLike, participants: pd.DataFrame, target: str, *
     nets = network_table(edges)
     name = "CPM (Shen et al. 2017)" if isinstance(final, cx.CPMRegressor) else \
         f"{model.replace('_', ' ')} on the top-k edges"
-    scheme = (f"repeated nested cross-validation: {repeats} x {folds}-fold outer; edges of the "
+    outer = (f"nested leave-one-out cross-validation ({len(y)} outer folds)" if loo else
+             f"repeated nested cross-validation: {repeats} x {folds}-fold outer")
+    scheme = (f"{outer}; edges of the "
               f"{cx._kind(kind)} connectome ({len(edges)} edges, {len(data.nodes)} regions), "
               + ("edge selection at p < 0.01 and the linear fit" if isinstance(
                   final, cx.CPMRegressor) else "robust scaling, top-k edge selection, k and "

@@ -48,7 +48,12 @@ Subject stage (``rest`` task, first run; one participant's 4-D image in memory a
 ROI time series extracted by another pipeline (``Run.timeseries``: one column per region, kept
 by position because names may repeat) are used without images: a first column called
 ``GlobSig``/``global_signal`` is the global signal (a confound with ``global`` in
-``timeseries_confounds_strategy``, never a node); ``framewise_displacement`` comes from the
+``timeseries_confounds_strategy``, never a node). Such series are taken as denoised and filtered
+by the pipeline that made them, as their confounds are: they are scrubbed, detrended (linear)
+and z-scored, with no confounds regressed and no second temporal filter unless asked
+(``timeseries_confounds_strategy``, ``timeseries_high_pass``, ``timeseries_low_pass``; a second
+0.01 Hz high-pass of already filtered 200-volume series removed predictive signal on the RPN
+study's real series, benchmarks/RESULTS.md); ``framewise_displacement`` comes from the
 confounds file beside it when there is one; the repetition time from the run, else the
 ``repetition_time`` option; networks from an ``atlas-<label>_dseg.tsv`` (``name``, ``network``,
 in column order) found in the folders above the file, or the ``network_labels`` option. Their
@@ -101,6 +106,8 @@ DEFAULTS = {
     "task": TASK,
     "confounds_strategy": "motion24+wm_csf",   # nilearn's "simple" strategy; add +acompcor/+global
     "timeseries_confounds_strategy": "",       # ROI time series from elsewhere: assumed denoised
+    "timeseries_high_pass": None,              # Hz; ROI series from elsewhere: assumed filtered
+    "timeseries_low_pass": None,               # Hz
     "scrub": True,                             # censor volumes with FD > fd_threshold
     "fd_threshold": 0.5,                       # mm
     "min_segment": 5,                          # censor kept segments shorter than this (volumes)
@@ -1069,7 +1076,8 @@ def _subject_from_timeseries(subject: Subject, runs: Sequence[Run], opts) -> Sub
                                                run.confounds or run.timeseries, global_column=globsig)
         keep, excluded = _scrub(fd, n, opts, non_steady_state(table))
         if done.add(run, fd, keep, excluded, run.timeseries, conf_names):
-            done.append("atlas", clean(regions, conf, keep, tr, opts["high_pass"], opts["low_pass"]))
+            done.append("atlas", clean(regions, conf, keep, tr, opts["timeseries_high_pass"],
+                                       opts["timeseries_low_pass"]))
     info = done.info(tr)
     features = done.motion()
     if "excluded" in info:
