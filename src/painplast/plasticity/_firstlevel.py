@@ -1007,26 +1007,33 @@ def _series_products(Y: np.ndarray, X: np.ndarray, offset: np.ndarray | None = N
     return out
 
 
-def _ar1_bins(products: dict, X: np.ndarray) -> np.ndarray:
+def _ar1_bins(products: dict, X: np.ndarray, chunk: int = 8192) -> np.ndarray:
     """run_glm's AR(1) bin of every voxel (``int(rho * 100)``) from :func:`_series_products`.
 
     The OLS coefficients are ``b = pinv(X) y = pinv(X'X) X'y``; the residuals ``e = y - X b``
     enter through ``sum e``, ``e'e``, ``sum e_t e_t+1``, ``e_0`` and ``e_T-1``, each written with
     the products (``e'e = y'y - 2 b'X'y + b'X'X b``, ``sum e_t e_t+1 = sum y_t y_t+1 - b'N'y +
     b' X[:-1]'X[1:] b``). As run_glm does, residuals are centred on their grand mean over all
-    voxels and volumes, and the Yule-Walker coefficient is truncated to 0.01-wide bins.
+    voxels and volumes, and the Yule-Walker coefficient is truncated to 0.01-wide bins. The
+    residual sums are formed ``chunk`` voxels at a time (each voxel's arithmetic is the same;
+    the (p, chunk) temporaries stay in cache instead of costing fresh pages of memory).
     """
     n_t = X.shape[0]
     Xy, Ny = products["Xy"], products["Ny"]
     n_v = Xy.shape[1]
     _, sv, vt = np.linalg.svd(X, full_matrices=False)
     r = _rank(sv, X.shape)
-    b = (vt[:r].T / sv[:r] ** 2) @ (vt[:r] @ Xy)                   # pinv(X) y
-    s_e = products["s"] - X.sum(axis=0) @ b
-    s_ee = products["yy"] - 2 * np.einsum("pv,pv->v", b, Xy) + np.einsum("pv,pv->v", b, (X.T @ X) @ b)
-    s_lag = products["lag"] - np.einsum("pv,pv->v", b, Ny) + np.einsum("pv,pv->v", b, (X[:-1].T @ X[1:]) @ b)
-    first = products["first"] - X[0] @ b
-    last = products["last"] - X[-1] @ b
+    P, XX, XL = vt[:r].T / sv[:r] ** 2, X.T @ X, X[:-1].T @ X[1:]
+    s_e, s_ee, s_lag, first, last = (np.empty(n_v) for _ in range(5))
+    for start in range(0, n_v, chunk):
+        cols = slice(start, min(start + chunk, n_v))
+        xy, ny = Xy[:, cols], Ny[:, cols]
+        b = P @ (vt[:r] @ xy)                                          # pinv(X) y
+        s_e[cols] = products["s"][cols] - X.sum(axis=0) @ b
+        s_ee[cols] = products["yy"][cols] - 2 * np.einsum("pv,pv->v", b, xy) + np.einsum("pv,pv->v", b, XX @ b)
+        s_lag[cols] = products["lag"][cols] - np.einsum("pv,pv->v", b, ny) + np.einsum("pv,pv->v", b, XL @ b)
+        first[cols] = products["first"][cols] - X[0] @ b
+        last[cols] = products["last"][cols] - X[-1] @ b
     g = s_e.sum() / (n_t * n_v)                     # run_glm centres on the grand mean
     r0 = (s_ee - 2 * g * s_e + n_t * g * g) / (n_t * n_t)
     r1 = (s_lag - g * (2 * s_e - first - last) + (n_t - 1) * g * g) / ((n_t - 1) * n_t)
@@ -1035,8 +1042,8 @@ def _ar1_bins(products: dict, X: np.ndarray) -> np.ndarray:
     return (rho * 100).astype(int)                 # run_glm: (rho * bins).astype(int) / bins
 
 
-def _binned_contrasts(products: dict, X: np.ndarray, C: np.ndarray,
-                      bins: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _binned_contrasts(products: dict, X: np.ndarray, C: np.ndarray, bins: np.ndarray,
+                      chunk: int = 8192) -> tuple[np.ndarray, np.ndarray]:
     """Effects and variances of the t contrasts ``C`` of the pre-whitened fit, bin by bin.
 
     For AR coefficient ``a`` (``W``: ``(Wy)_0 = y_0``, ``(Wy)_t = y_t - a y_t-1``, run_glm's
@@ -1064,12 +1071,14 @@ def _binned_contrasts(products: dict, X: np.ndarray, C: np.ndarray,
         R = vt[:r] / sv[:r, None]                       # U' W y = R (WX)' W y
         F = (C @ vt[:r].T) / sv[:r]                     # contrasts of pinv(WX), through U
         q = np.einsum("kr,kr->k", F, F)                 # c' pinv(WX) pinv(WX)' c
-        h = (1 + a * a) * Xy[:, members] - a * Ny[:, members] - np.outer(a * a * X[-1], last[members])
-        z = R @ h
-        wyy = (1 + a * a) * yy[members] - 2 * a * lag[members] - a * a * last[members] ** 2
-        rss = np.maximum(wyy - np.einsum("rv,rv->v", z, z), 0.0)
-        effect[:, members] = F @ z
-        variance[:, members] = np.outer(q, rss / (n_t - p))
+        for start in range(0, len(members), chunk):     # (p, chunk) temporaries stay in cache
+            m = members[start:start + chunk]
+            h = (1 + a * a) * Xy[:, m] - a * Ny[:, m] - np.outer(a * a * X[-1], last[m])
+            z = R @ h
+            wyy = (1 + a * a) * yy[m] - 2 * a * lag[m] - a * a * last[m] ** 2
+            rss = np.maximum(wyy - np.einsum("rv,rv->v", z, z), 0.0)
+            effect[:, m] = F @ z
+            variance[:, m] = np.outer(q, rss / (n_t - p))
     return effect, variance
 
 
