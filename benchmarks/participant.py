@@ -17,15 +17,18 @@ unbounded variant this benchmark used before (each 4 MiB compressed block inflat
 ~30 MiB bytes object, about twice the CPU) is printed beside it for comparison with older
 records, but the ratios are against the bounded floor.
 
-The participant level runs with ``--n-jobs`` cores (default 2: one participant's engine tasks
-then run on two threads of this process, ``engine._run_threads``) and, in every repeat, also
-serially (``n_jobs=1``; after it in odd repeats, before it in even ones: a process's first run is
-cold); the two output folders must hold the same bytes (``agree``). The runs and the floor alternate ``--repeats`` times in one process (the machine may be shared); the
-fastest of each is kept and the ratios printed (``total / read once``): in wall time (the
-``--n-jobs`` run on its cores against the one-core floor) and in this process's CPU time (all
-threads; other programs on a shared machine inflate it less than the wall time). The load
-average before each repeat is printed. The floor is also given as nibabel reads the images
-(``np.asarray(img.dataobj)``: the same decompression plus the array).
+The participant level runs with ``--n-jobs`` cores (default 2: one participant's engine tasks then
+run on two threads of this process, ``engine._run_threads``) and, in every repeat, also serially
+(``n_jobs=1``; after it in odd repeats, before it in even ones: a process's first run is cold); the
+two output folders must hold the same bytes (``agree``). The runs and the floor alternate
+``--repeats`` times in one process (the machine may be shared); the fastest of each is kept and the
+ratios printed (``total / read once``): in wall time (the ``--n-jobs`` run on its cores against the
+one-core floor) and in this process's CPU time (all threads; other programs on a shared machine
+inflate it less than the wall time). The load average before each repeat is printed, and the cores
+this process could get at that moment (``cores_available``: CPU / wall time of two threads of BLAS
+products, about 2 on two idle cores; near 1 the ``--n-jobs 2`` run had no second core to use). The
+floor is also given as nibabel reads the images (``np.asarray(img.dataobj)``: the same
+decompression plus the array).
 
 ``--lower-bound`` also measures, per task run (the three smoothed task runs), what an exact
 nilearn-equivalent model cannot avoid on top of reading: the bounded inflation of the run, the
@@ -114,6 +117,30 @@ def read_nibabel(paths) -> None:
     for path in paths:
         arr = np.asarray(nib.load(str(path)).dataobj)
         del arr
+
+
+def cores_available(seconds: float = 1.0) -> float:
+    """Cores this process gets right now: CPU / wall time of two threads of BLAS products.
+
+    The products release the GIL, so on two idle cores this is about 2; on a shared machine it
+    says how much of a second core the ``--n-jobs 2`` run could have had.
+    """
+    import threading
+
+    a = np.random.default_rng(0).random((600, 600))
+    stop = time.perf_counter() + seconds
+
+    def spin():
+        while time.perf_counter() < stop:
+            a @ a
+
+    threads = [threading.Thread(target=spin) for _ in range(2)]
+    t0, c0 = time.perf_counter(), time.process_time()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return (time.process_time() - c0) / (time.perf_counter() - t0)
 
 
 def same_outputs(a: Path, b: Path) -> bool:
@@ -217,10 +244,11 @@ def main(argv=None) -> int:
 
     work = Path(tempfile.mkdtemp(prefix="painplast-participant-out-"))
     t_run, t_read, t_old, t_nib, per_module, peak = [], [], [], [], [], None
-    c_run, c_read, c_old, t_serial, c_serial, loads, agree = [], [], [], [], [], [], True
+    c_run, c_read, c_old, t_serial, c_serial, loads, cores, agree = [], [], [], [], [], [], [], True
     for i in range(args.repeats):
         out, ref = work / f"out-{i}", work / f"serial-{i}"
         loads.append(round(os.getloadavg()[0], 2))
+        cores.append(round(cores_available(), 2))
 
         def serial():
             t0, c0 = time.perf_counter(), time.process_time()
@@ -255,7 +283,7 @@ def main(argv=None) -> int:
         t0 = time.perf_counter()
         read_nibabel(paths)
         t_nib.append(time.perf_counter() - t0)
-        print(f"repeat {i + 1} (load average {loads[-1]}): participant level on {args.n_jobs} core(s) "
+        print(f"repeat {i + 1} (load average {loads[-1]}, cores available {cores[-1]}): participant level on {args.n_jobs} core(s) "
               f"{t_run[-1]:.1f} s (CPU {c_run[-1]:.1f} s), serially {t_serial[-1]:.1f} s (CPU {c_serial[-1]:.1f} s); "
               f"read once {t_read[-1]:.1f} s (CPU {c_read[-1]:.1f} s; unbounded {t_old[-1]:.1f} s, CPU "
               f"{c_old[-1]:.1f} s; nibabel {t_nib[-1]:.1f} s); same bytes {agree}; modules {per_module[-1]}",
@@ -291,6 +319,7 @@ def main(argv=None) -> int:
                       "serial_ratio": round(min(t_serial) / min(t_read), 2),
                       "serial_cpu_ratio": round(min(c_serial) / min(c_read), 2), "agree": agree,
                       "module_s": per_module[best], "peak_rss_mb": round(peak), "load_average": loads,
+                      "cores_available": cores,
                       "all_runs_s": [round(t, 2) for t in t_run], "all_reads_s": [round(t, 2) for t in t_read],
                       "lower_bound_cpu_s": bounds, "repeats": args.repeats}))
     return 0 if agree else 1
