@@ -146,7 +146,8 @@ def cores_available(seconds: float = 1.0) -> float:
 def same_outputs(a: Path, b: Path) -> bool:
     """Both output folders hold the same participant files, byte for byte (logs aside)."""
     def files(root):
-        return {p.relative_to(root): p for p in root.rglob("*") if p.is_file() and "logs" not in p.relative_to(root).parts}
+        return {p.relative_to(root): p for p in root.rglob("*")
+                if p.is_file() and "logs" not in p.relative_to(root).parts}
     fa, fb = files(a), files(b)
     return bool(fa) and fa.keys() == fb.keys() and all(fa[k].read_bytes() == fb[k].read_bytes() for k in fa)
 
@@ -283,7 +284,8 @@ def main(argv=None) -> int:
         t0 = time.perf_counter()
         read_nibabel(paths)
         t_nib.append(time.perf_counter() - t0)
-        print(f"repeat {i + 1} (load average {loads[-1]}, cores available {cores[-1]}): participant level on {args.n_jobs} core(s) "
+        print(f"repeat {i + 1} (load average {loads[-1]}, cores available {cores[-1]}): participant level on "
+              f"{args.n_jobs} core(s) "
               f"{t_run[-1]:.1f} s (CPU {c_run[-1]:.1f} s), serially {t_serial[-1]:.1f} s (CPU {c_serial[-1]:.1f} s); "
               f"read once {t_read[-1]:.1f} s (CPU {c_read[-1]:.1f} s; unbounded {t_old[-1]:.1f} s, CPU "
               f"{c_old[-1]:.1f} s; nibabel {t_nib[-1]:.1f} s); same bytes {agree}; modules {per_module[-1]}",

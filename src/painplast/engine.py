@@ -1,8 +1,9 @@
 """Running the module stages over participants and writing their outputs.
 
 :func:`run_participant_level` maps each module's ``subject`` stage over participants, serially,
-with joblib worker processes (``n_jobs``) or on dask.distributed (``scheduler`` address, or
-``dask_workers`` for a local cluster). It streams: a task is one participant-session and one
+with joblib worker processes (``n_jobs``; for a single participant-session, threads of this
+process), or on dask.distributed (``scheduler`` address, or ``dask_workers`` for a local
+cluster). It streams: a task is one participant-session and one
 module, or the few modules of a participant-session that read the same BOLD file
 (:func:`engine_tasks`; that file is then read once, :func:`process_stages`). The worker reads
 that participant's images, writes the result atomically

@@ -580,7 +580,7 @@ def _event_regressors(events: pd.DataFrame, hrf_model, frame_times: np.ndarray) 
     onset), on events :func:`_clean_events` has already checked. Built here so that nilearn's
     event check, which inspects the call stack to log that a ``modulation`` column is used (a
     tenth of a second per design), is not run; the design matrix is then nilearn's with these
-    regressors added first (tests/test_first_level_design.py checks it equals
+    regressors added first (tests/test_first_level_speed.py checks it equals
     ``make_first_level_design_matrix`` with the events, to the bit).
     """
     from nilearn.glm.first_level import compute_regressor
