@@ -109,15 +109,16 @@ def file_checksum(path: Path, chunk: int = 1 << 20) -> str:
     (every module's sidecar lists the checksums of all its participant-session's inputs)."""
     stat = os.stat(path)
     key = (str(path), stat.st_size, stat.st_ino, stat.st_mtime_ns)
-    if key not in _CHECKSUMS:
+    known = _CHECKSUMS.get(key)
+    if known is None:            # (another thread may clear the memo meanwhile: keep our own copy)
         digest = hashlib.sha256()
         with open(path, "rb") as handle:
             for block in iter(lambda: handle.read(chunk), b""):
                 digest.update(block)
         if len(_CHECKSUMS) > 4096:
             _CHECKSUMS.clear()
-        _CHECKSUMS[key] = digest.hexdigest()
-    return _CHECKSUMS[key]
+        known = _CHECKSUMS[key] = digest.hexdigest()
+    return known
 
 
 _CHECKSUMS: dict[tuple, str] = {}

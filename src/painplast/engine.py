@@ -1,8 +1,9 @@
 """Running the module stages over participants and writing their outputs.
 
 :func:`run_participant_level` maps each module's ``subject`` stage over participants, serially,
-with joblib worker processes (``n_jobs``) or on dask.distributed (``scheduler`` address, or
-``dask_workers`` for a local cluster). It streams: a task is one participant-session and one
+with joblib worker processes (``n_jobs``; for a single participant-session, threads of this
+process), or on dask.distributed (``scheduler`` address, or ``dask_workers`` for a local
+cluster). It streams: a task is one participant-session and one
 module, or the few modules of a participant-session that read the same BOLD file
 (:func:`engine_tasks`; that file is then read once, :func:`process_stages`). The worker reads
 that participant's images, writes the result atomically
@@ -363,7 +364,10 @@ def run_participant_level(cohort: Cohort, config: Config, out_dir: str | os.Path
     out_dir : path
         The painplast output folder (created if needed).
     n_jobs : int
-        joblib worker processes (1: in this process). -1: one per core.
+        Cores to use (1: serially in this process; -1: one per core). Several participant-sessions
+        are spread over joblib worker processes; a single participant-session's independent
+        tasks (one per BOLD file it reads) run on threads of this process instead
+        (:func:`_run_threads`). The outputs are the same bytes either way.
     progress : bool
         Progress bars over participants and over participant stages.
     scheduler : str, optional
@@ -445,6 +449,8 @@ def run_participant_level(cohort: Cohort, config: Config, out_dir: str | os.Path
                 for task in tasks:
                     for outcome in process_stages(*task):
                         record(outcome)
+            elif len({task[1].unit for task in tasks}) == 1:
+                _run_threads(tasks, n_jobs, record)
             else:
                 from joblib import Parallel, delayed
                 for outcomes in Parallel(n_jobs=n_jobs, return_as="generator_unordered")(
@@ -459,6 +465,42 @@ def run_participant_level(cohort: Cohort, config: Config, out_dir: str | os.Path
                  len(summary.done), len(summary.skipped_existing), len(summary.failed),
                  summary.seconds)
     return summary
+
+
+def _run_threads(tasks, n_jobs: int, record) -> None:
+    """Run the engine tasks of one participant-session on ``n_jobs`` threads of this process.
+
+    One participant-session has a few independent engine tasks (one per BOLD file it reads,
+    :func:`engine_tasks`), and nearly all of their time is spent where Python releases the GIL
+    (zlib inflation, numpy and BLAS), so threads keep ``n_jobs`` cores busy without starting
+    worker processes (each of which imports the toolkit and its dependencies, seconds of CPU) or
+    copying anything. Each task computes exactly what it computes alone (single-threaded BLAS, no
+    state shared between tasks: :func:`painplast.plasticity._firstlevel.shared_runs` is per
+    thread), so the outputs are byte-identical to the serial run's. Tasks that read BOLD runs start
+    first, the largest first (anatomical ones are short), and outcomes are recorded as tasks finish.
+    """
+    from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+    from joblib import effective_n_jobs
+
+    def size(task) -> int:
+        unit = task[1]
+        files = {r.bold for _, _, t in task[0] if t for r in unit.runs_for(t) if r.bold is not None}
+        return sum(Path(f).stat().st_size for f in files if Path(f).exists())
+
+    order = sorted(tasks, key=size, reverse=True)        # stable: equal sizes keep their order
+    n_threads = max(1, min(effective_n_jobs(n_jobs), len(order)))
+    with ThreadPoolExecutor(n_threads, thread_name_prefix="painplast-task") as pool:
+        pending = {pool.submit(process_stages, *task) for task in order}
+        try:
+            while pending:
+                done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                for future in done:
+                    for outcome in future.result():
+                        record(outcome)
+        except BaseException:
+            for future in pending:
+                future.cancel()
+            raise
 
 
 @contextlib.contextmanager

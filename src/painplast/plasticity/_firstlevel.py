@@ -24,7 +24,7 @@ degC, for a parametric modulator).
 from __future__ import annotations
 
 import contextlib
-import io
+import threading
 import warnings
 from dataclasses import dataclass
 from functools import lru_cache
@@ -125,8 +125,9 @@ def load_bold(run, mask_img=None) -> BoldData:
         raise InputError(f"run {run.name} has no preprocessed BOLD image",
                          fix="give the fMRIPrep derivatives folder with desc-preproc_bold images")
     key = (str(run.bold), str(run.mask), id(mask_img) if mask_img is not None else None)
-    if _SHARED is not None and key in _SHARED:
-        return _SHARED[key]
+    shared = getattr(_SHARED, "runs", None)
+    if shared is not None and key in shared:
+        return shared[key]
     try:
         img = nib.load(str(run.bold))
         shape = tuple(int(s) for s in img.shape)
@@ -159,8 +160,8 @@ def load_bold(run, mask_img=None) -> BoldData:
     except Exception as error:
         raise InputError(f"cannot read the BOLD image ({error})", path=run.bold,
                          fix="re-run fMRIPrep or replace the file") from None
-    finite = np.isfinite(data).all(axis=0)
-    if not finite.all():  # voxels with NaN or inf at any time are left out of the mask
+    finite = _finite_columns(img, data)
+    if finite is not None:  # voxels with NaN or inf at any time are left out of the mask
         inside = mask.copy()
         mask[inside] = finite
         data = np.ascontiguousarray(data[:, finite])
@@ -170,13 +171,31 @@ def load_bold(run, mask_img=None) -> BoldData:
                          fix="add RepetitionTime to the BOLD JSON sidecar")
     data.flags.writeable = False       # shared between the stages of one engine task: never changed
     bold = BoldData(data, mask, np.asarray(img.affine, float), float(tr), str(run.bold))
-    if _SHARED is not None:
-        _SHARED[key] = bold
+    if shared is not None:
+        shared[key] = bold
     return bold
 
 
-#: Runs loaded inside :func:`shared_runs` (None outside it).
-_SHARED: dict | None = None
+def _finite_columns(img, data: np.ndarray) -> np.ndarray | None:
+    """Which columns of ``data`` are finite at every volume; None when all are (the usual case).
+
+    Integer images scaled by a finite slope and intercept cannot hold NaN or inf, so their data
+    are not scanned.
+    """
+    try:
+        dtype = np.dtype(img.get_data_dtype())
+        slope, inter = (np.asanyarray(getattr(img.dataobj, name, 0.0), np.float64) for name in ("slope", "inter"))
+        if dtype.kind in "iub" and np.all(np.isfinite(slope)) and np.all(np.isfinite(inter)):
+            return None
+    except (TypeError, ValueError):
+        pass
+    finite = np.isfinite(data).all(axis=0)
+    return None if finite.all() else finite
+
+
+#: Runs loaded inside :func:`shared_runs`, per thread (``runs`` is None outside a block): the
+#: engine may run the tasks of one participant on threads (engine._run_threads), each its own.
+_SHARED = threading.local()
 
 
 @contextlib.contextmanager
@@ -198,23 +217,23 @@ def shared_runs():
     >>> load_bold(run) is load_bold(run)
     False
     """
-    global _SHARED
-    if _SHARED is not None:
+    if getattr(_SHARED, "runs", None) is not None:
         yield
         return
-    _SHARED = {}
+    _SHARED.runs = {}
     try:
         yield
     finally:
-        _SHARED = None
+        _SHARED.runs = None
 
 
-def _read_masked(img, path: str, mask: np.ndarray, chunk_bytes: int = 1 << 26) -> np.ndarray:
+def _read_masked(img, path: str, mask: np.ndarray, chunk_bytes: int = 1 << 23) -> np.ndarray:
     """The in-mask voxels of every volume of a 4-D NIfTI image as a (T, V) float32 array.
 
     The file is streamed a few volumes at a time (each volume is contiguous on disk: NIfTI data
     are in Fortran order) and only the mask's voxels are kept, so memory holds the (T, V) result
-    and one chunk, never the whole 4-D array; values are scaled with the header's slope and
+    and one chunk, never the whole 4-D array; the chunk is small enough (a few MiB) to be still in
+    the processor's cache when its voxels are gathered; values are scaled with the header's slope and
     intercept exactly as nibabel scales them (``img.dataobj``). Images nibabel reads another
     way (other compressions, non-NIfTI formats) go through nibabel.
     """
@@ -241,10 +260,6 @@ def _read_masked(img, path: str, mask: np.ndarray, chunk_bytes: int = 1 << 26) -
     slope, inter = np.asanyarray(proxy.slope), np.asanyarray(proxy.inter)   # as ArrayProxy._get_scaled
     slope = slope.astype(np.float32) if np.can_cast(slope, np.float32) else slope
     inter = inter.astype(np.float32) if np.can_cast(inter, np.float32) else inter
-    # gather in file order (monotonic, cache-friendly), then reorder the (k, V) rows to C order
-    in_file = np.sort(index)
-    rank = np.empty(index.size, np.intp)
-    rank[np.argsort(index, kind="stable")] = np.arange(index.size)
     with open(path, "rb") as raw:
         handle = _Inflate(raw) if gz else raw
         if proxy.offset:
@@ -253,7 +268,7 @@ def _read_masked(img, path: str, mask: np.ndarray, chunk_bytes: int = 1 << 26) -
             k = min(per_chunk, n_t - t0)
             _read_exactly(handle, view[:k * n_vox * dtype.itemsize], path)
             vols = np.frombuffer(buf, dtype, count=k * n_vox).reshape(k, n_vox)
-            values = np.take(np.take(vols, in_file, axis=1), rank, axis=1)
+            values = np.take(vols, index, axis=1)      # in C order (one volume is in cache)
             out[t0:t0 + k] = apply_read_scaling(values, slope, inter)
     return out
 
@@ -371,7 +386,20 @@ def region_masks(regions: Sequence[str], bold: BoldData, radius: float = 6.0) ->
     >>> {name: int(m.sum()) > 0 for name, m in masks.items()}   # voxels in each region
     {'pag': True, 'thalamus': True}
     """
-    return {r: atlas.region_mask(r, (bold.shape, bold.affine), radius) & bold.mask for r in regions}
+    affine = np.asarray(bold.affine, np.float64).tobytes()
+    return {r: _region_mask(r, bold.shape, affine, float(radius)) & bold.mask for r in regions}
+
+
+@lru_cache(maxsize=256)
+def _region_mask(region: str, shape: tuple, affine_bytes: bytes, radius: float) -> np.ndarray:
+    """:func:`painplast.atlas.region_mask` on a grid, computed once per process (read-only).
+
+    Every run of a study is usually on one grid, and each mask scans the whole grid's voxel
+    coordinates, so the modules and participants of a process share them (about 1 MiB each).
+    """
+    mask = atlas.region_mask(region, (shape, np.frombuffer(affine_bytes).reshape(4, 4)), radius)
+    mask.flags.writeable = False
+    return mask
 
 
 # ----------------------------------------------------------------------------------- design
@@ -535,12 +563,45 @@ def design_matrix(run, events: pd.DataFrame, config, n_volumes: int | None = Non
             raise InputError(f"extra regressors have {len(extra)} rows, the run {n} volumes",
                              fix="give one row per volume")
         add = pd.concat([extra, conf], axis=1)
-    with contextlib.redirect_stdout(io.StringIO()):  # nilearn prints a note about 'modulation'
-        design = make_first_level_design_matrix(
-            frame_times, all_events, hrf_model=config.hrf_model, drift_model="cosine",
-            high_pass=config.high_pass, add_regs=add.to_numpy(float) if add.shape[1] else None,
-            add_reg_names=list(add.columns) if add.shape[1] else None)
-    return design
+    regressors, names = _event_regressors(all_events, config.hrf_model, frame_times)
+    if add.shape[1]:
+        regressors = np.hstack([regressors, add.to_numpy(float)])
+        names += list(add.columns)
+    return make_first_level_design_matrix(
+        frame_times, None, drift_model="cosine", high_pass=config.high_pass,
+        add_regs=regressors if names else None, add_reg_names=names or None)
+
+
+def _event_regressors(events: pd.DataFrame, hrf_model, frame_times: np.ndarray) -> tuple[np.ndarray, list]:
+    """The HRF-convolved event regressors of nilearn's ``make_first_level_design_matrix``.
+
+    The same steps as nilearn's (``handle_modulation_of_duplicate_events``, then
+    ``compute_regressor`` per condition in sorted order, at its default oversampling and minimal
+    onset), on events :func:`_clean_events` has already checked. Built here so that nilearn's
+    event check, which inspects the call stack to log that a ``modulation`` column is used (a
+    tenth of a second per design), is not run; the design matrix is then nilearn's with these
+    regressors added first (tests/test_first_level_speed.py checks it equals
+    ``make_first_level_design_matrix`` with the events, to the bit).
+    """
+    from nilearn.glm.first_level import compute_regressor
+    from nilearn.glm.first_level.experimental_paradigm import handle_modulation_of_duplicate_events
+
+    if isinstance(hrf_model, str):
+        hrf_model = hrf_model.lower()
+    if not len(events):
+        return np.zeros((len(frame_times), 0)), []
+    events = handle_modulation_of_duplicate_events(events.copy())   # warns if there are any
+    trial_type = events["trial_type"].to_numpy()
+    onset, duration = events["onset"].to_numpy(), events["duration"].to_numpy()
+    modulation = events["modulation"].to_numpy()
+    columns, names = [], []
+    for condition in np.unique(trial_type):
+        sel = trial_type == condition
+        reg, reg_names = compute_regressor((onset[sel], duration[sel], modulation[sel]), hrf_model, frame_times,
+                                           con_id=condition, fir_delays=[0], oversampling=50, min_onset=-24)
+        columns.append(reg)
+        names += list(reg_names)
+    return np.hstack(columns), names
 
 
 def _clean_events(events: pd.DataFrame, path=None) -> pd.DataFrame:
@@ -946,26 +1007,33 @@ def _series_products(Y: np.ndarray, X: np.ndarray, offset: np.ndarray | None = N
     return out
 
 
-def _ar1_bins(products: dict, X: np.ndarray) -> np.ndarray:
+def _ar1_bins(products: dict, X: np.ndarray, chunk: int = 8192) -> np.ndarray:
     """run_glm's AR(1) bin of every voxel (``int(rho * 100)``) from :func:`_series_products`.
 
     The OLS coefficients are ``b = pinv(X) y = pinv(X'X) X'y``; the residuals ``e = y - X b``
     enter through ``sum e``, ``e'e``, ``sum e_t e_t+1``, ``e_0`` and ``e_T-1``, each written with
     the products (``e'e = y'y - 2 b'X'y + b'X'X b``, ``sum e_t e_t+1 = sum y_t y_t+1 - b'N'y +
     b' X[:-1]'X[1:] b``). As run_glm does, residuals are centred on their grand mean over all
-    voxels and volumes, and the Yule-Walker coefficient is truncated to 0.01-wide bins.
+    voxels and volumes, and the Yule-Walker coefficient is truncated to 0.01-wide bins. The
+    residual sums are formed ``chunk`` voxels at a time (each voxel's arithmetic is the same;
+    the (p, chunk) temporaries stay in cache instead of costing fresh pages of memory).
     """
     n_t = X.shape[0]
     Xy, Ny = products["Xy"], products["Ny"]
     n_v = Xy.shape[1]
     _, sv, vt = np.linalg.svd(X, full_matrices=False)
     r = _rank(sv, X.shape)
-    b = (vt[:r].T / sv[:r] ** 2) @ (vt[:r] @ Xy)                   # pinv(X) y
-    s_e = products["s"] - X.sum(axis=0) @ b
-    s_ee = products["yy"] - 2 * np.einsum("pv,pv->v", b, Xy) + np.einsum("pv,pv->v", b, (X.T @ X) @ b)
-    s_lag = products["lag"] - np.einsum("pv,pv->v", b, Ny) + np.einsum("pv,pv->v", b, (X[:-1].T @ X[1:]) @ b)
-    first = products["first"] - X[0] @ b
-    last = products["last"] - X[-1] @ b
+    P, XX, XL = vt[:r].T / sv[:r] ** 2, X.T @ X, X[:-1].T @ X[1:]
+    s_e, s_ee, s_lag, first, last = (np.empty(n_v) for _ in range(5))
+    for start in range(0, n_v, chunk):
+        cols = slice(start, min(start + chunk, n_v))
+        xy, ny = Xy[:, cols], Ny[:, cols]
+        b = P @ (vt[:r] @ xy)                                          # pinv(X) y
+        s_e[cols] = products["s"][cols] - X.sum(axis=0) @ b
+        s_ee[cols] = products["yy"][cols] - 2 * np.einsum("pv,pv->v", b, xy) + np.einsum("pv,pv->v", b, XX @ b)
+        s_lag[cols] = products["lag"][cols] - np.einsum("pv,pv->v", b, ny) + np.einsum("pv,pv->v", b, XL @ b)
+        first[cols] = products["first"][cols] - X[0] @ b
+        last[cols] = products["last"][cols] - X[-1] @ b
     g = s_e.sum() / (n_t * n_v)                     # run_glm centres on the grand mean
     r0 = (s_ee - 2 * g * s_e + n_t * g * g) / (n_t * n_t)
     r1 = (s_lag - g * (2 * s_e - first - last) + (n_t - 1) * g * g) / ((n_t - 1) * n_t)
@@ -974,8 +1042,8 @@ def _ar1_bins(products: dict, X: np.ndarray) -> np.ndarray:
     return (rho * 100).astype(int)                 # run_glm: (rho * bins).astype(int) / bins
 
 
-def _binned_contrasts(products: dict, X: np.ndarray, C: np.ndarray,
-                      bins: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _binned_contrasts(products: dict, X: np.ndarray, C: np.ndarray, bins: np.ndarray,
+                      chunk: int = 8192) -> tuple[np.ndarray, np.ndarray]:
     """Effects and variances of the t contrasts ``C`` of the pre-whitened fit, bin by bin.
 
     For AR coefficient ``a`` (``W``: ``(Wy)_0 = y_0``, ``(Wy)_t = y_t - a y_t-1``, run_glm's
@@ -1003,12 +1071,14 @@ def _binned_contrasts(products: dict, X: np.ndarray, C: np.ndarray,
         R = vt[:r] / sv[:r, None]                       # U' W y = R (WX)' W y
         F = (C @ vt[:r].T) / sv[:r]                     # contrasts of pinv(WX), through U
         q = np.einsum("kr,kr->k", F, F)                 # c' pinv(WX) pinv(WX)' c
-        h = (1 + a * a) * Xy[:, members] - a * Ny[:, members] - np.outer(a * a * X[-1], last[members])
-        z = R @ h
-        wyy = (1 + a * a) * yy[members] - 2 * a * lag[members] - a * a * last[members] ** 2
-        rss = np.maximum(wyy - np.einsum("rv,rv->v", z, z), 0.0)
-        effect[:, members] = F @ z
-        variance[:, members] = np.outer(q, rss / (n_t - p))
+        for start in range(0, len(members), chunk):     # (p, chunk) temporaries stay in cache
+            m = members[start:start + chunk]
+            h = (1 + a * a) * Xy[:, m] - a * Ny[:, m] - np.outer(a * a * X[-1], last[m])
+            z = R @ h
+            wyy = (1 + a * a) * yy[m] - 2 * a * lag[m] - a * a * last[m] ** 2
+            rss = np.maximum(wyy - np.einsum("rv,rv->v", z, z), 0.0)
+            effect[:, m] = F @ z
+            variance[:, m] = np.outer(q, rss / (n_t - p))
     return effect, variance
 
 
