@@ -185,7 +185,7 @@ def _with_confounds(config: Config, strategy: str | None) -> Config:
 @click.option("--modules", default=None, help=f"Comma-separated subset of {','.join(plasticity.names())} (default: all).")
 @click.option("--atlas", default=None, help="Connectivity atlas: pain, power, dosenbach, seitzman, or a label image.")
 @click.option("--signature", "signatures", multiple=True, type=click.Path(path_type=Path), help="Pattern weight map (NIfTI) for signature responses; repeatable.")
-@click.option("--n-jobs", type=int, default=1, show_default=True, help="Worker processes (joblib).")
+@click.option("--n-jobs", type=int, default=1, show_default=True, help="Workers: joblib processes for several participants; threads for the runs of a single participant-session.")
 @click.option("--scheduler", default=None, help="dask.distributed scheduler address (tcp://HOST:PORT): participant stages, or the group level's permutations, run on its workers.")
 @click.option("--dask-workers", type=int, default=None, help="Start a local dask cluster with N workers (participant stages or group permutations).")
 @click.option("--biomarker", "biomarkers", multiple=True, help="Build a biomarker for diagnosis, treatment or a participants column (group level); repeatable.")
