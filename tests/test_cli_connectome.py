@@ -269,3 +269,59 @@ def test_connectome_models_round_trip_through_a_model_file(model, tmp_path, monk
     (folder / "model.json").write_text(json.dumps(document))
     with pytest.raises(InputError, match="other attributes"):
         load_model(folder)
+
+
+def test_connectomes_of_a_session_dataset_are_read_one_session_per_participant(shared_data,
+                                                                                tmp_path):
+    """A dataset with two sessions: every session gets its connectome; reading asks which
+    session (several stop with a fix), and the group level uses the one ``--session-label``
+    names. Session 2 holds the next participant's series, so the session read is visible."""
+    import shutil
+
+    from painplast.biomarker import connectome as cx
+    from painplast.errors import InputError
+
+    labels = [f"szeged{i:03d}" for i in (3, 4, 5, 6, 7, 8, 10, 14, 15, 16, 18, 19)]
+    source = shared_data / "rpn_szeged"
+    bids = tmp_path / "sessions"
+    bids.mkdir()
+    for name in ("dataset_description.json", "atlas-MIST122_dseg.tsv"):
+        (bids / name).symlink_to((source / name).resolve())
+    (bids / "participants.tsv").symlink_to((source / "participants.tsv").resolve())
+    for i, label in enumerate(labels):
+        for session, donor in (("1", label), ("2", labels[(i + 1) % len(labels)])):
+            folder = bids / "derivatives" / "timeseries" / f"sub-{label}" / f"ses-{session}" / "func"
+            folder.mkdir(parents=True)
+            for kind in ("atlas-MIST122_timeseries", "desc-confounds_timeseries"):
+                origin = (source / "derivatives" / "timeseries" / f"sub-{donor}" / "func" /
+                          f"sub-{donor}_task-rest_{kind}.tsv")
+                (folder / f"sub-{label}_ses-{session}_task-rest_{kind}.tsv").symlink_to(
+                    origin.resolve())
+    out = tmp_path / "out"
+    assert main(["run", str(bids), str(out), "participant", "--modules", "connectivity",
+                 "--repetition-time", "2.5", "--quiet"]) == 0
+    assert len(cx.connectivity_sidecars(out)) == 2 * len(labels)
+    with pytest.raises(InputError, match="several sessions.*--session-label"):
+        cx.read_connectomes(out)
+    first = cx.read_connectomes(out, sessions={f"sub-{p}": "1" for p in labels})
+    second = cx.read_connectomes(out, sessions={f"sub-{p}": "2" for p in labels})
+    assert first.participant_ids == second.participant_ids == sorted(f"sub-{p}" for p in labels)
+    order = {pid: i for i, pid in enumerate(first.participant_ids)}
+    for i, label in enumerate(labels):
+        donor = f"sub-{labels[(i + 1) % len(labels)]}"
+        np.testing.assert_array_equal(second.covariances[order[f"sub-{label}"]],
+                                      first.covariances[order[donor]])
+
+    (tmp_path / "light.json").write_text(json.dumps(LIGHT))
+    results = {}
+    for session in ("1", "2"):
+        folder = tmp_path / f"group{session}"
+        shutil.copytree(out, folder, symlinks=True)
+        assert main(["run", str(bids), str(folder), "group", "--modules", "connectivity",
+                     "--repetition-time", "2.5", "--session-label", session,
+                     "--biomarker", "pain_sensitivity", "--biomarker-features", "connectome",
+                     "--config", str(tmp_path / "light.json"), "--quiet"]) == 0
+        results[session] = pd.read_csv(folder / "group" /
+                                       "biomarker_pain_sensitivity_predictions.tsv", sep="\t")
+        assert len(results[session]) == len(labels)
+    assert not np.allclose(results["1"]["score"], results["2"]["score"])

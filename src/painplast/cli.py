@@ -348,7 +348,7 @@ def predict(model, bids_dir, out, participant_label, session_label, space, task_
     participants, note = exclude(participants, exclude_column)
     if spec.get("connectome"):
         from .biomarker.connectome_run import predict_connectome
-        predictions = predict_connectome(loaded, features_dir)
+        predictions = predict_connectome(loaded, features_dir, sessions)
         predictions = predictions[predictions["participant_id"].isin(participants["participant_id"].astype(str))]
     else:
         table = from_derivatives(features_dir, sessions=sessions)

@@ -281,7 +281,9 @@ def exclude(participants, column: str | None):
 
 
 def _has_connectome(out_dir) -> bool:
-    return any(Path(out_dir).glob("sub-*/sub-*_desc-connectivity_features.json"))
+    from painplast.biomarker.connectome import connectivity_sidecars
+
+    return bool(connectivity_sidecars(out_dir))
 
 
 def run_from_derivatives(cohort: "Cohort", config: "Config", out_dir: str | os.PathLike,
@@ -350,7 +352,8 @@ def run_from_derivatives(cohort: "Cohort", config: "Config", out_dir: str | os.P
                      n_bootstrap=settings.n_bootstrap, n_jobs=settings.n_jobs,
                      random_state=config.random_state, notes=notes,
                      metadata={"connectivity_options": dict(
-                         config.options.get("connectivity") or {})})
+                         config.options.get("connectivity") or {})},
+                     sessions=cohort.cross_sectional_sessions())
     if features == "all":
         table = from_derivatives(out_dir, sessions=cohort.cross_sectional_sessions()) \
             .complete().informative()

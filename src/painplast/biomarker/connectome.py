@@ -76,7 +76,7 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -1219,16 +1219,25 @@ class ConnectomeData:
                             columns=self.edge_names)
 
 
-_SIDECAR = re.compile(r"^(sub-[A-Za-z0-9]+)_desc-connectivity_features\.json$")
+_SIDECAR = re.compile(r"^(sub-[A-Za-z0-9]+)(?:_ses-([A-Za-z0-9]+))?_desc-connectivity_features\.json$")
+
+
+def connectivity_sidecars(root: str | os.PathLike) -> list[Path]:
+    """The connectivity sidecars of a painplast output folder, with or without sessions."""
+    root = Path(root)
+    return sorted([*root.glob("sub-*/sub-*_desc-connectivity_features.json"),
+                   *root.glob("sub-*/ses-*/sub-*_ses-*_desc-connectivity_features.json")])
 
 
 def read_connectomes(derivatives_dir: str | os.PathLike, level: str = "atlas",
-                     participants: Sequence[str] | None = None) -> ConnectomeData:
+                     participants: Sequence[str] | None = None,
+                     sessions: Mapping[str, str | None] | None = None) -> ConnectomeData:
     """Covariances of every participant's cleaned ROI time series in a painplast output folder.
 
-    Reads ``sub-*/sub-*_desc-connectivity_features.json`` (the sidecar names the arrays and the
-    nodes) and the ``<level>_timeseries`` array it lists (``*_desc-connectivity<Level>
-    Timeseries_array.npy``, loaded without pickle); only the participants asked for are read.
+    Reads ``sub-*/[ses-*/]sub-*[_ses-*]_desc-connectivity_features.json`` (the sidecar names the
+    arrays and the nodes) and the ``<level>_timeseries`` array it lists (``*_desc-connectivity
+    <Level>Timeseries_array.npy``, loaded without pickle); only the participants asked for are
+    read, one session each.
 
     Parameters
     ----------
@@ -1238,6 +1247,11 @@ def read_connectomes(derivatives_dir: str | os.PathLike, level: str = "atlas",
         The network atlas (or ROI time series from elsewhere) or the 24 pain ROIs.
     participants : sequence of str, optional
         Participant IDs to read (default: all).
+    sessions : mapping, optional
+        ``{participant_id: session label or None}``, the session read per participant
+        (:meth:`painplast.cohort.Cohort.cross_sectional_sessions`); participants not in it are
+        not read. Default: each participant's only result; a participant with results in
+        several sessions then stops with an error that says so.
 
     Returns
     -------
@@ -1256,16 +1270,27 @@ def read_connectomes(derivatives_dir: str | os.PathLike, level: str = "atlas",
     ids, series, excluded = [], [], {}
     nodes = networks = None
     key = f"{level}_timeseries"
-    sidecars = sorted(root.glob("sub-*/sub-*_desc-connectivity_features.json"))
+    sidecars = connectivity_sidecars(root)
     if not sidecars:
         raise InputError("has no connectivity results "
-                         "(sub-*/sub-*_desc-connectivity_features.json)", path=root,
+                         "(sub-*/[ses-*/]sub-*_desc-connectivity_features.json)", path=root,
                          fix="run painplast run ... participant --modules connectivity")
+    found: dict[str, list] = {}
     for sidecar in sidecars:
         match = _SIDECAR.match(sidecar.name)
         if match is None or (wanted is not None and match.group(1) not in wanted):
             continue
-        pid = match.group(1)
+        pid, session = match.group(1), match.group(2)
+        if sessions is not None and (pid not in sessions or sessions[pid] != session):
+            continue
+        found.setdefault(pid, []).append((session, sidecar))
+    for pid, these in found.items():
+        if len(these) > 1:
+            labels = ", ".join(f"ses-{s}" for s, _ in these)
+            raise InputError(f"{pid} has connectivity results in several sessions ({labels})",
+                             path=root, fix="choose one with --session-label")
+    for pid in sorted(found):
+        sidecar = found[pid][0][1]
         try:
             meta = json.loads(sidecar.read_text())
         except (OSError, ValueError) as error:

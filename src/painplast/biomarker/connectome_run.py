@@ -217,7 +217,8 @@ def build(out_dir: str | os.PathLike, participants: pd.DataFrame, target: str, *
           kind: str = "partial correlation", model: str = "ridge", folds: int | str = 10,
           repeats: int = 5, n_permutations: int = 100, n_bootstrap: int = 2000,
           n_jobs: int = 1, random_state: int = 0, notes: Sequence[str] = (),
-          metadata: dict | None = None, level: str = "atlas") -> dict:
+          metadata: dict | None = None, level: str = "atlas",
+          sessions: dict | None = None) -> dict:
     """Validate, fit and write the connectome biomarker for ``target`` (see the module notes).
 
     Parameters
@@ -262,7 +263,8 @@ def build(out_dir: str | os.PathLike, participants: pd.DataFrame, target: str, *
         raise InputError(f"target {target!r} is {spec.kind}; connectome features model a "
                          "continuous target", fix="use --biomarker-features all (or a-priori) "
                          "for a class target")
-    data = cx.read_connectomes(out_dir, level=level, participants=list(spec.y.index))
+    data = cx.read_connectomes(out_dir, level=level, participants=list(spec.y.index),
+                               sessions=sessions)
     ids = [pid for pid in data.participant_ids if pid in spec.y.index]
     loo = outer_is_loo(folds)
     if len(ids) < (8 if loo else max(2 * int(folds), 8)):
@@ -345,7 +347,8 @@ def build(out_dir: str | os.PathLike, participants: pd.DataFrame, target: str, *
     return result
 
 
-def predict_connectome(loaded, features_dir: str | os.PathLike) -> pd.DataFrame:
+def predict_connectome(loaded, features_dir: str | os.PathLike,
+                       sessions: dict | None = None) -> pd.DataFrame:
     """Apply a loaded connectome model to the covariances in a painplast output folder.
 
     Parameters
@@ -354,6 +357,8 @@ def predict_connectome(loaded, features_dir: str | os.PathLike) -> pd.DataFrame:
         From :func:`painplast.biomarker.store.load_model`, with ``biomarker_input.connectome``.
     features_dir : path
         A painplast output folder holding the new participants' connectivity results.
+    sessions : dict, optional
+        The session read per participant (:func:`~painplast.biomarker.connectome.read_connectomes`).
 
     Returns
     -------
@@ -361,7 +366,7 @@ def predict_connectome(loaded, features_dir: str | os.PathLike) -> pd.DataFrame:
         ``participant_id``, ``prediction``.
     """
     spec = loaded.metadata["biomarker_input"]["connectome"]
-    data = cx.read_connectomes(features_dir, level=spec.get("level", "atlas"))
+    data = cx.read_connectomes(features_dir, level=spec.get("level", "atlas"), sessions=sessions)
     if list(data.nodes) != list(spec["nodes"]):
         raise InputError(f"the new sample has {len(data.nodes)} regions "
                          f"({', '.join(data.nodes[:3])}, ...), the model "
