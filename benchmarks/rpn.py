@@ -217,15 +217,14 @@ def run_reference(n_jobs) -> dict:
     from sklearn.model_selection import LeaveOneOut, cross_val_predict
 
     warnings.filterwarnings("ignore")
-    cache = Path(tempfile.mkdtemp(prefix="rpn-reference-cache-"))
     ids_b, Xb, excl_b, series_b = reference_features("bochum")
     ids_s, Xs, excl_s, series_s = reference_features("szeged")
     yb, ys = target("bochum", ids_b), target("szeged", ids_s)
-    start = time.time()
-    nested = cross_val_predict(reference_model(n_jobs, cache), Xb, yb, cv=LeaveOneOut())
-    seconds = time.time() - start
-    final = reference_model(n_jobs, cache).fit(Xb, yb)
-    shutil.rmtree(cache, ignore_errors=True)
+    with tempfile.TemporaryDirectory(prefix="rpn-reference-cache-") as cache:
+        start = time.time()
+        nested = cross_val_predict(reference_model(n_jobs, cache), Xb, yb, cv=LeaveOneOut())
+        seconds = time.time() - start
+        final = reference_model(n_jobs, cache).fit(Xb, yb)
     ps = final.predict(Xs)
     published = np.isin(ids_s, PUBLISHED_SAMPLE["szeged"])
     out = {"n_bochum": len(yb), "n_szeged": len(ys), "excluded_motion": excl_b + excl_s,
@@ -512,12 +511,12 @@ def paired_kfold(work: Path, repeats: int, n_jobs: int) -> dict:
     """Repeated 10-fold nested r of the reference pipeline (scikit-learn, as ``reference_model``)
     and of painplast's default on the same 35 participants and the same splits (``repeats``
     repeats, one r per repeat, paired). About 10 grid searches per repeat for the reference."""
-    from nilearn.connectome import ConnectivityMeasure
     from sklearn.model_selection import cross_val_predict
 
     from painplast.biomarker.connectome import _outer_folds
 
-    ids_p, series_p, _ = paper_series("bochum")
+    warnings.filterwarnings("ignore")
+    ids_p, X, _, _ = reference_features("bochum")
     ids_b, covb, _ = painplast_data("bochum", work / "participant_bochum")
     order = [ids_b.index(pid) for pid in ids_p]          # the same participants, one order
     covb, y = covb[order], target("bochum", ids_p)
@@ -525,15 +524,11 @@ def paired_kfold(work: Path, repeats: int, n_jobs: int) -> dict:
     ours = cx.nested_cv(cx.ConnectomeRegressor(), covb, y, folds=10, repeats=repeats,
                         n_permutations=0, n_jobs=n_jobs)
     r_ours = [float(np.corrcoef(p, y)[0, 1]) for p in ours["predictions"]]
-    warnings.filterwarnings("ignore")
-    X = ConnectivityMeasure(kind="partial correlation", vectorize=True,
-                            discard_diagonal=True).fit_transform(series_p)
-    cache = Path(tempfile.mkdtemp(prefix="rpn-reference-cache-"))
     r_ref = []
-    for repeat in splits:
-        predicted = cross_val_predict(reference_model(n_jobs, cache), X, y, cv=repeat)
-        r_ref.append(float(np.corrcoef(predicted, y)[0, 1]))
-    shutil.rmtree(cache, ignore_errors=True)
+    with tempfile.TemporaryDirectory(prefix="rpn-reference-cache-") as cache:
+        for repeat in splits:
+            predicted = cross_val_predict(reference_model(n_jobs, cache), X, y, cv=repeat)
+            r_ref.append(float(np.corrcoef(predicted, y)[0, 1]))
     out = {"n": len(y), "repeats": repeats, "reference_r": r_ref, "painplast_r": r_ours,
            "reference_mean": float(np.mean(r_ref)), "painplast_mean": float(np.mean(r_ours)),
            "painplast_higher": int(np.sum(np.array(r_ours) > np.array(r_ref)))}
