@@ -790,16 +790,23 @@ def _smoother(mask_bytes: bytes, shape: tuple, affine_bytes: bytes, fwhm: float)
 
 
 class _Smoother:
-    """Gaussian smoothing of in-mask (T, V) data as three banded matrix products per volume.
+    """Gaussian smoothing of in-mask (T, V) data as banded matrix products on tiles of each volume.
 
     Smoothing is separable: along each axis it multiplies every line of voxels by the same
     banded matrix, whose columns are ``scipy.ndimage.gaussian_filter1d`` of unit impulses (so
     the weights, the 4-standard-deviation truncation and the reflected image borders are
-    nilearn's). Only the bounding box of the mask plus the kernel's reach is smoothed (voxels
-    outside the mask are zero, so nothing beyond it can reach a mask voxel), a few volumes at a
-    time, and each axis is cut into blocks so that the products skip the band's zeros. In float64
-    it equals ndimage's double-precision filter to rounding; :func:`_smooth` runs it in float32
-    on deviations from each voxel's mean.
+    nilearn's). Voxels outside the mask are zero, so each pass is computed only where its result
+    can be non-zero *and* can still reach a mask voxel through the passes after it: along axis
+    ``a`` the data reach at most the kernel's radius, so after the first pass only the mask
+    dilated along that axis can be non-zero, and the last pass is needed only on the mask, the
+    one before it only on the mask dilated along the last axis, and so on. Each pass is cut into
+    tiles (``block`` rows of the band along its axis, ``group`` lines across it, and the
+    contiguous range of the third axis that holds such voxels) and each tile is one batched
+    matrix product over views of a volume buffer; on a brain mask this is about half of the
+    products of the whole bounding box. Every needed value is the same sum, in the same order,
+    as on the whole box (a value outside the tiles is either zero or never reaches the mask).
+    In float64 it equals ndimage's double-precision filter to rounding; :func:`_smooth` runs it
+    in float32 on deviations from each voxel's mean.
 
     Examples
     --------
@@ -812,7 +819,7 @@ class _Smoother:
     True
     """
 
-    def __init__(self, mask: np.ndarray, affine: np.ndarray, fwhm: float, block: int = 32):
+    def __init__(self, mask: np.ndarray, affine: np.ndarray, fwhm: float, block: int = 24, group: int = 8):
         vox = np.sqrt((np.asarray(affine)[:3, :3] ** 2).sum(axis=0))
         sigma = fwhm / np.sqrt(8 * np.log(2)) / vox
         reach = [int(4.0 * s + 0.5) for s in sigma]          # ndimage's kernel radius
@@ -821,53 +828,81 @@ class _Smoother:
         hi = np.minimum(where.max(axis=0) + 1 + np.asarray(reach), mask.shape) if len(where) else np.ones(3, int)
         self.box = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))
         self.shape = tuple(int(b - a) for a, b in zip(lo, hi))
-        self.index = np.flatnonzero(mask[self.box])           # mask voxels, C order, in the box
-        self.blocks = []
-        for n, s in zip(self.shape, sigma):
-            if s <= 0:
-                self.blocks.append(None)
-                continue
-            K = ndimage.gaussian_filter1d(np.eye(n), s, axis=0, mode="reflect", truncate=4.0)
-            parts = []
+        inside = mask[self.box] if len(where) else np.zeros(self.shape, bool)
+        self.index = np.flatnonzero(inside)                   # mask voxels, C order, in the box
+        passes = [ax for ax in range(3) if sigma[ax] > 0]
+
+        def dilate(region, ax):
+            line = [1, 1, 1]
+            line[ax] = 2 * reach[ax] + 1
+            return ndimage.binary_dilation(region, structure=np.ones(line, bool)) if reach[ax] else region
+
+        support = [inside]                                    # where a pass's output can be non-zero
+        for ax in passes:
+            support.append(dilate(support[-1], ax))
+        need = [inside]                                       # where a pass's output is used
+        for ax in reversed(passes[1:]):
+            need.insert(0, dilate(need[0], ax))
+        self.n_buffers = len(passes) + 1
+        self.tiles = []                 # (pass, axis, kernel, input slices, output slices)
+        for step, ax in enumerate(passes):
+            region = support[step + 1] & need[step]
+            n = self.shape[ax]
+            K = ndimage.gaussian_filter1d(np.eye(n), sigma[ax], axis=0, mode="reflect", truncate=4.0)
+            g_ax, f_ax = [a for a in range(3) if a != ax]
             for i0 in range(0, n, block):
                 i1 = min(i0 + block, n)
                 cols = np.flatnonzero(np.any(K[i0:i1] != 0, axis=0))
                 j0, j1 = int(cols[0]), int(cols[-1]) + 1
-                parts.append((i0, i1, j0, j1, np.ascontiguousarray(K[i0:i1, j0:j1], np.float32)))
-            self.blocks.append(parts)
+                rows = np.take(region, np.arange(i0, i1), axis=ax)
+                across = rows.any(axis=tuple(a for a in range(3) if a != g_ax))
+                for g0 in range(0, self.shape[g_ax], group):
+                    hit = np.flatnonzero(across[g0:g0 + group])
+                    if not len(hit):
+                        continue
+                    a0, a1 = g0 + int(hit[0]), g0 + int(hit[-1]) + 1
+                    part = np.take(rows, np.arange(a0, a1), axis=g_ax)
+                    span = np.flatnonzero(part.any(axis=tuple(a for a in range(3) if a != f_ax)))
+                    f0, f1 = int(span[0]), int(span[-1]) + 1
+                    src, dst = [slice(None)] * 3, [slice(None)] * 3
+                    src[g_ax] = dst[g_ax] = slice(a0, a1)
+                    src[f_ax] = dst[f_ax] = slice(f0, f1)
+                    src[ax], dst[ax] = slice(j0, j1), slice(i0, i1)
+                    self.tiles.append((step, ax, K[i0:i1, j0:j1], tuple(src), tuple(dst)))
+
+    def _plan(self, buffers: list, dtype) -> list:
+        """The tiles as (left, right, out) operands of ``np.matmul`` on views of ``buffers``."""
+        plan = []
+        for step, ax, kern, src, dst in self.tiles:
+            kern = np.ascontiguousarray(kern, dtype)
+            vin, vout = buffers[step][(slice(None),) + src], buffers[step + 1][(slice(None),) + dst]
+            if ax == 2:                                       # lines along the contiguous axis
+                plan.append((vin, kern.T, vout))
+            else:                                             # the pass's axis next to last, z last
+                perm = (0, 2, 1, 3) if ax == 0 else (0, 1, 2, 3)
+                plan.append((kern, vin.transpose(perm), vout.transpose(perm)))
+        return plan
 
     def __call__(self, data: np.ndarray, subtract: np.ndarray | None = None, dtype=np.float32,
-                 chunk: int = 8) -> np.ndarray:
-        """Smooth ``data - subtract`` (rows: volumes, columns: mask voxels), in ``dtype``."""
+                 chunk: int = 1) -> np.ndarray:
+        """Smooth ``data - subtract`` (rows: volumes, columns: mask voxels), in ``dtype``.
+
+        ``chunk`` volumes share each product (one keeps a volume's buffers in cache).
+        """
         data = np.asarray(data)
         out = np.empty(data.shape, dtype)
-        nx, ny, nz = self.shape
-        size = nx * ny * nz
-        a = np.empty((chunk, size), dtype)
-        b = np.empty((chunk, size), dtype)
-        kernels = [None if parts is None else [(i0, i1, j0, j1, kern.astype(dtype)) for i0, i1, j0, j1, kern in parts]
-                   for parts in self.blocks]
+        # fresh zeroed buffers per call (a smoother is shared by threads): values outside the
+        # tiles stay zero, and a tile's stale values are finite, so they never reach the mask
+        buffers = [np.zeros((chunk,) + self.shape, dtype) for _ in range(self.n_buffers)]
+        plan = self._plan(buffers, dtype)
+        first, last = buffers[0].reshape(chunk, -1), buffers[-1].reshape(chunk, -1)
         for t0 in range(0, data.shape[0], chunk):
             k = min(chunk, data.shape[0] - t0)
-            src, dst = a[:k], b[:k]
-            src.fill(0.0)
             for i in range(k):
-                src[i][self.index] = data[t0 + i] if subtract is None else data[t0 + i] - subtract
-            views = ((k, nx, ny * nz), (k * nx, ny, nz))
-            for axis in range(3):
-                parts = kernels[axis]
-                if parts is None:
-                    continue
-                if axis < 2:
-                    s3, d3 = src.reshape(views[axis]), dst.reshape(views[axis])
-                    for i0, i1, j0, j1, kern in parts:
-                        np.matmul(kern, s3[:, j0:j1], out=d3[:, i0:i1])
-                else:
-                    s2, d2 = src.reshape(-1, nz), dst.reshape(-1, nz)
-                    for i0, i1, j0, j1, kern in parts:
-                        np.matmul(s2[:, j0:j1], kern.T, out=d2[:, i0:i1])
-                src, dst = dst, src
-            np.take(src, self.index, axis=1, out=out[t0:t0 + k])
+                first[i][self.index] = data[t0 + i] if subtract is None else data[t0 + i] - subtract
+            for left, right, result in plan:
+                np.matmul(left, right, out=result)
+            np.take(last[:k], self.index, axis=1, out=out[t0:t0 + k])
         return out
 
 
