@@ -144,3 +144,27 @@ def test_tiled_smoother_equals_ndimage_on_an_irregular_mask(voxel):
     single = smoother(data.astype(np.float32), subtract=np.zeros(data.shape[1], np.float32))
     np.testing.assert_allclose(single, got, rtol=0, atol=1e-5)
     assert sum(np.prod([s.stop - s.start for s in tile[4]]) for tile in smoother.tiles) < 3 * np.prod(smoother.shape)
+
+
+def test_sphere_mask_on_its_box_equals_the_whole_grid():
+    """atlas.sphere_mask measures only the sphere's bounding box in voxel space; on oblique,
+    flipped and anisotropic grids, with centres inside, at the edge of and outside the grid, the
+    mask equals the one measured on every voxel of the grid."""
+    from scipy.spatial.transform import Rotation
+
+    from painplast import atlas
+
+    rng = np.random.default_rng(3)
+    shape = (30, 34, 28)
+    for k in range(60):
+        affine = np.diag([*(rng.choice([1.0, 2.0, 2.5, 3.0], 3) * rng.choice([-1, 1], 3)), 1.0])
+        if k % 2:
+            affine[:3, :3] = Rotation.from_rotvec(rng.normal(size=3) * 0.4).as_matrix() @ affine[:3, :3]
+        affine[:3, 3] = rng.normal(size=3) * 40
+        center = affine[:3, :3] @ (rng.random(3) * np.array(shape) * 1.4 - 0.2 * np.array(shape)) + affine[:3, 3]
+        radius = float(rng.choice([0.5, 3.0, 6.0, 10.0, 25.0]))
+        whole = np.linalg.norm(atlas.voxel_coordinates(shape, affine) - center, axis=-1) <= radius
+        ijk = np.round(np.linalg.solve(affine, np.r_[center, 1.0])[:3]).astype(int)
+        if np.all((ijk >= 0) & (ijk < np.array(shape))):
+            whole[tuple(ijk)] = True
+        np.testing.assert_array_equal(atlas.sphere_mask(center, (shape, affine), radius), whole)

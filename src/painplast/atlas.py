@@ -204,10 +204,20 @@ def sphere_mask(center: Sequence[float], target, radius: float = 6.0) -> np.ndar
     ndarray of bool, shape target.shape[:3]
     """
     shape, affine = grid(target)
-    xyz = voxel_coordinates(shape, affine)
-    dist = np.linalg.norm(xyz - np.asarray(center, float), axis=-1)
-    mask = dist <= radius
-    ijk = np.round(np.linalg.solve(affine, np.r_[np.asarray(center, float), 1.0])[:3]).astype(int)
+    center = np.asarray(center, float)
+    # only the voxels of the sphere's bounding box in voxel space are measured: voxel axis i of
+    # a point x is row i of inv(A) applied to x - t, which varies by at most radius * |row i|
+    inverse = np.linalg.inv(affine[:3, :3])
+    middle = inverse @ (center - affine[:3, 3])
+    reach = abs(float(radius)) * np.linalg.norm(inverse, axis=1) + 1.0
+    lo = np.clip(np.floor(middle - reach).astype(int), 0, shape)
+    hi = np.clip(np.ceil(middle + reach).astype(int) + 1, 0, shape)
+    mask = np.zeros(shape, bool)
+    if np.all(hi > lo):
+        idx = np.indices(tuple(hi - lo), dtype=np.float64) + lo.reshape(3, 1, 1, 1)
+        xyz = np.moveaxis(np.tensordot(affine[:3, :3], idx, axes=1), 0, -1) + affine[:3, 3]
+        mask[tuple(slice(a, b) for a, b in zip(lo, hi))] = np.linalg.norm(xyz - center, axis=-1) <= radius
+    ijk = np.round(np.linalg.solve(affine, np.r_[center, 1.0])[:3]).astype(int)
     if np.all((ijk >= 0) & (ijk < np.array(shape))):
         mask[tuple(ijk)] = True
     return mask

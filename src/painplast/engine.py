@@ -329,11 +329,9 @@ def process_stages(stages: Sequence[tuple[Callable, str, str | None]], subject: 
     list
         One :func:`process_one` outcome per stage, in order.
     """
-    if len(stages) == 1:
-        stage, module, task = stages[0]
-        return [process_one(stage, subject, module, config, out_dir, checksums, task)]
+    from .plasticity._buffers import reusing
     from .plasticity._firstlevel import shared_runs
-    with shared_runs():
+    with reusing(), shared_runs():
         return [process_one(stage, subject, module, config, out_dir, checksums, task)
                 for stage, module, task in stages]
 
@@ -445,12 +443,15 @@ def run_participant_level(cohort: Cohort, config: Config, out_dir: str | os.Path
         try:
             if scheduler or dask_workers:
                 _run_dask(tasks, scheduler, dask_workers, record)
-            elif n_jobs == 1 or len(tasks) <= 1:
-                for task in tasks:
-                    for outcome in process_stages(*task):
-                        record(outcome)
-            elif len({task[1].unit for task in tasks}) == 1:
-                _run_threads(tasks, n_jobs, record)
+            elif n_jobs == 1 or len(tasks) <= 1 or len({task[1].unit for task in tasks}) == 1:
+                from .plasticity._buffers import reusing
+                with reusing():            # the tasks of this process reuse each other's large arrays
+                    if n_jobs == 1 or len(tasks) <= 1:
+                        for task in tasks:
+                            for outcome in process_stages(*task):
+                                record(outcome)
+                    else:
+                        _run_threads(tasks, n_jobs, record)
             else:
                 from joblib import Parallel, delayed
                 for outcomes in Parallel(n_jobs=n_jobs, return_as="generator_unordered")(

@@ -36,6 +36,7 @@ import pandas as pd
 from scipy import ndimage
 
 from .. import atlas
+from . import _buffers
 from ..errors import InputError
 
 __all__ = ["BoldData", "load_bold", "confounds", "design_matrix", "roi_timeseries", "fit_timeseries",
@@ -244,7 +245,7 @@ def _read_masked(img, path: str, mask: np.ndarray, chunk_bytes: int = 1 << 23) -
     shape = tuple(int(s) for s in img.shape)
     index = np.ravel_multi_index(np.nonzero(mask), shape[:3], order="F")   # voxels in C order, as mask indexing
     n_t = shape[3]
-    out = np.empty((n_t, index.size), np.float32)
+    out = _buffers.empty((n_t, index.size), np.float32)
     with open(path, "rb") as raw:
         gz = raw.read(2) == b"\x1f\x8b"
     simple = (isinstance(proxy, ArrayProxy) and getattr(proxy, "order", "F") == "F"
@@ -890,7 +891,7 @@ class _Smoother:
         ``chunk`` volumes share each product (one keeps a volume's buffers in cache).
         """
         data = np.asarray(data)
-        out = np.empty(data.shape, dtype)
+        out = _buffers.empty(data.shape, dtype)
         # fresh zeroed buffers per call (a smoother is shared by threads): values outside the
         # tiles stay zero, and a tile's stale values are finite, so they never reach the mask
         buffers = [np.zeros((chunk,) + self.shape, dtype) for _ in range(self.n_buffers)]
@@ -1022,17 +1023,16 @@ def _series_products(Y: np.ndarray, X: np.ndarray, offset: np.ndarray | None = N
     if offset is not None:
         mean += offset
     ok = np.abs(mean) > 1e-6 * max(float(np.abs(mean).max(initial=0.0)), 1e-12)
-    scale = 100.0 / np.where(ok, mean, 1.0)
-    out = {"Xy": np.empty((p, n_v)), "Ny": np.empty((p, n_v)), "s": np.empty(n_v), "yy": np.empty(n_v),
+    scale = np.where(ok, 100.0 / np.where(ok, mean, 1.0), 0.0)
+    shift = np.where(ok, (0.0 if offset is None else offset) * scale - 100.0, 0.0)   # y = Y scale + shift
+    out = {"Xy": _buffers.empty((p, n_v)), "Ny": _buffers.empty((p, n_v)), "s": np.empty(n_v), "yy": np.empty(n_v),
            "lag": np.empty(n_v), "first": np.empty(n_v), "last": np.empty(n_v)}
+    block = np.empty((n_t, min(chunk, n_v)))            # reused: no fresh pages per block
     for start in range(0, n_v, chunk):
         cols = slice(start, min(start + chunk, n_v))
-        y = np.array(Y[:, cols], np.float64)
-        if offset is not None:
-            y += offset[cols]
-        y *= scale[cols]
-        y -= 100.0
-        y[:, ~ok[cols]] = 0.0
+        y = block[:, :cols.stop - start]
+        np.multiply(Y[:, cols], scale[cols], out=y)
+        y += shift[cols]
         q = D @ y
         out["Xy"][:, cols], out["Ny"][:, cols] = q[:p], q[p:]
         out["s"][cols] = y.sum(axis=0)
