@@ -193,6 +193,41 @@ def test_extraction_matches_nilearn_maskers(small_cohort, tmp_path):
     np.testing.assert_allclose(result.arrays["atlas_connectome"], result.arrays["pain_connectome"], atol=1e-5)
 
 
+def test_seed_maps_equal_nilearn_seed_to_voxel_correlation(small_cohort):
+    """A seed map is the Fisher z of the correlation between the seed sphere's cleaned series
+    and every voxel's, as nilearn's maskers give them (painplast never forms the cleaned voxels:
+    it uses the operator's QR); with scrubbing and confounds, on every in-mask voxel."""
+    from nilearn.maskers import NiftiMasker, NiftiSpheresMasker
+
+    cohort = Cohort.from_bids(small_cohort, participant_label=["002"])
+    sub = cohort.subjects[0]
+    run = sub.run("rest")
+    cfg = Config(options={"connectivity": {"fd_threshold": 0.3}})
+    result = conn.subject(sub, cfg)
+    opts = cfg.module("connectivity", conn.DEFAULTS)
+    table = run.load_confounds()
+    confounds, _ = conn.confound_regressors(table, opts["confounds_strategy"])
+    keep = conn.scrub_mask(table["framewise_displacement"].to_numpy(float), len(table),
+                           opts["fd_threshold"], opts["min_segment"])
+    assert 0 < (~keep).sum() < len(keep) // 2                 # scrubbing is exercised
+    common = dict(detrend=True, standardize="zscore_sample", low_pass=opts["low_pass"],
+                  high_pass=opts["high_pass"], t_r=run.repetition_time, dtype="float64")
+    sample_mask = np.flatnonzero(keep)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for name in ("mpfc", "pag"):
+            seed = NiftiSpheresMasker([atlas.roi(name).center], radius=Config().roi_radius_mm,
+                                      mask_img=str(run.mask), **common).fit_transform(
+                str(run.bold), confounds=confounds, sample_mask=sample_mask)
+            masker = NiftiMasker(mask_img=str(run.mask), **common)
+            voxels = masker.fit_transform(str(run.bold), confounds=confounds, sample_mask=sample_mask)
+            r = (voxels.T @ seed[:, 0]) / (len(seed) - 1)
+            expected = np.arctanh(np.clip(r, -0.999999, 0.999999))
+            got = \
+                np.asarray(result.maps[f"seed_{name}_z"].dataobj)[nib.load(str(run.mask)).get_fdata() > 0]
+            np.testing.assert_allclose(got, expected, atol=2e-5)
+
+
 def test_cleaning_operator_equals_nilearn_clean():
     from nilearn.signal import clean as nl_clean
 

@@ -170,6 +170,20 @@ def voxel_coordinates(shape: Sequence[int], affine: np.ndarray) -> np.ndarray:
     return np.moveaxis(np.tensordot(affine[:3, :3], idx, axes=1), 0, -1) + affine[:3, 3]
 
 
+def voxel_coordinates_of(ijk, affine: np.ndarray) -> np.ndarray:
+    """MNI (mm) coordinates of the voxel centres ``ijk`` (three index arrays, as ``np.nonzero``
+    gives them), computed as :func:`voxel_coordinates` computes the whole grid's.
+
+    Examples
+    --------
+    >>> affine = np.diag([2.0, 2.0, 2.0, 1.0]); affine[:3, 3] = -10
+    >>> voxel_coordinates_of((np.array([0, 5]), np.array([0, 1]), np.array([0, 2])), affine).tolist()
+    [[-10.0, -10.0, -10.0], [0.0, -8.0, -6.0]]
+    """
+    idx = np.asarray(ijk, dtype=np.float64).reshape(3, -1)
+    return np.moveaxis(np.tensordot(affine[:3, :3], idx, axes=1), 0, -1) + affine[:3, 3]
+
+
 def grid(target) -> tuple[tuple[int, int, int], np.ndarray]:
     """Shape (3-D) and affine of a grid given as an image or as ``(shape, affine)``.
 

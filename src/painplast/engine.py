@@ -477,18 +477,26 @@ def _run_threads(tasks, n_jobs: int, record) -> None:
     worker processes (each of which imports the toolkit and its dependencies, seconds of CPU) or
     copying anything. Each task computes exactly what it computes alone (single-threaded BLAS, no
     state shared between tasks: :func:`painplast.plasticity._firstlevel.shared_runs` is per
-    thread), so the outputs are byte-identical to the serial run's. Tasks that read BOLD runs start
-    first, the largest first (anatomical ones are short), and outcomes are recorded as tasks finish.
+    thread), so the outputs are byte-identical to the serial run's. Tasks start costliest first
+    (the modules' declared ``cost`` times the bytes of BOLD they read; anatomical ones are short),
+    so the threads finish together, and outcomes are recorded as tasks finish.
     """
     from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
     from joblib import effective_n_jobs
 
-    def size(task) -> int:
-        unit = task[1]
-        files = {r.bold for _, _, t in task[0] if t for r in unit.runs_for(t) if r.bold is not None}
-        return sum(Path(f).stat().st_size for f in files if Path(f).exists())
+    def cost(task) -> float:
+        # longest first (LPT): each module's declared cost per byte times the bytes of its runs
+        unit, total = task[1], 0.0
+        for _, module, t in task[0]:
+            if not t:
+                continue
+            declared = plasticity.load(module)
+            files = {r.bold for r in unit.runs_for(t) if r.bold is not None}
+            size = sum(Path(f).stat().st_size for f in files if Path(f).exists())
+            total += float(getattr(declared, "cost", 1.0)) * size
+        return total
 
-    order = sorted(tasks, key=size, reverse=True)        # stable: equal sizes keep their order
+    order = sorted(tasks, key=cost, reverse=True)        # stable: equal costs keep their order
     n_threads = max(1, min(effective_n_jobs(n_jobs), len(order)))
     with ThreadPoolExecutor(n_threads, thread_name_prefix="painplast-task") as pool:
         pending = {pool.submit(process_stages, *task) for task in order}

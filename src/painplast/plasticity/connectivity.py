@@ -345,6 +345,12 @@ class Parcellation:
         """
         data = np.asarray(data)
         weights_t = self.weights.T.tocsr()
+        used = np.unique(weights_t.indices)
+        if used.size * 2 < data.shape[1]:
+            # regions that cover a small part of the brain (spheres): only their voxels are read;
+            # each row's sum runs over the same voxels in the same order, so the means are equal
+            sub = np.asarray(data[:, used], np.float64)
+            return np.asarray((weights_t[:, used] @ sub.T).T)
         out = np.empty((data.shape[0], self.weights.shape[1]), np.float64)
         for start in range(0, data.shape[0], chunk):
             block = np.asarray(data[start:start + chunk], np.float64)
@@ -973,7 +979,8 @@ def _subject_from_images(subject: Subject, runs: Sequence[Run], config: Config, 
             ts[:, parc.empty] = 0.0
             done.append(level, ts)
         if seeds:
-            sums, df, empty = _seed_sums(bold, cleaned, seeds, config.roi_radius_mm, int(opts["voxel_chunk"]))
+            sums, df, empty = _seed_sums(bold, operator, cleaned, seeds, config.roi_radius_mm,
+                                         int(opts["voxel_chunk"]))
             seed_sum = sums if seed_sum is None else seed_sum + sums
             seed_empty = empty if seed_empty is None else seed_empty | empty
             seed_df += df
@@ -1004,8 +1011,10 @@ def _subject_from_images(subject: Subject, runs: Sequence[Run], config: Config, 
                     atlas_coords=None if parc.coords is None else parc.coords.tolist())
     maps = {}
     if seed_sum is not None:
-        corr = seed_sum / max(seed_df, 1)
-        zmap = np.arctanh(np.clip(corr, -0.999999, 0.999999)).astype(np.float32)
+        inside = np.any(seed_sum != 0, axis=0)            # voxels of some run's mask (0 elsewhere)
+        zmap = np.zeros(seed_sum.shape, np.float32)
+        corr = seed_sum[:, inside] / max(seed_df, 1)
+        zmap[:, inside] = np.arctanh(np.clip(corr, -0.999999, 0.999999))
         maps = {f"seed_{s}_z": nib.Nifti1Image(zmap[i], grid[1]) for i, s in enumerate(seeds)
                 if not seed_empty[i]}
     return SubjectResult(NAME, subject.participant_id, features=features, maps=maps, arrays=arrays, info=info)
@@ -1015,23 +1024,47 @@ def _subject_from_images(subject: Subject, runs: Sequence[Run], config: Config, 
 _CACHE_COLUMNS = 2048
 
 
-def _seed_sums(bold, cleaned, seeds: Sequence[str], radius: float, chunk: int) -> tuple[np.ndarray, int, np.ndarray]:
+def _seed_sums(bold, operator: np.ndarray, cleaned, seeds: Sequence[str], radius: float,
+               chunk: int) -> tuple[np.ndarray, int, np.ndarray]:
     """Seed-to-voxel sums of products of z-scored series on the full grid, their ``T_kept - 1``,
     and which seeds fall outside the brain mask.
 
     Divided by the summed ``T_kept - 1`` of every run they give the correlation of the
-    concatenated runs; voxels are cleaned ``chunk`` columns at a time, and at most
-    :data:`_CACHE_COLUMNS` (the float64 temporaries of a block then stay in the processor's
-    cache and reuse the allocator's memory instead of faulting in fresh pages; each column's
-    arithmetic is the same whatever the block).
+    concatenated runs. A voxel's cleaned series is ``x = M y`` (``M``, ``operator``, is
+    :func:`cleaning_operator`; ``cleaned`` is z-scoring after it), and the seeds' series ``s``
+    are z-scored, so ``s' zscore(x) = (M' s)' y / sd(x)`` (``s`` sums to 0): the cleaned voxels
+    are never formed. ``sd(x)`` needs ``|x|^2 = |R y|^2`` with ``M = Q R`` (QR: ``Q`` keeps
+    lengths), a triangular product, half the work of ``M y``, and ``mean(x) = (1'M / n) y``. A
+    voxel is flat (0) as :func:`zscore` decides it, among ``chunk`` (at most
+    :data:`_CACHE_COLUMNS`) voxels at a time. The sums equal those of the z-scored cleaned
+    voxels to rounding (1e-13 of the largest).
     """
+    from scipy.linalg import blas, qr
+
     parc = seed_parcellation(seeds, bold.shape, bold.affine, bold.mask, radius)
     seed_ts = cleaned(parc.means(bold.data))                    # (T_kept, S), z-scored
-    sums = np.zeros((len(seeds), bold.data.shape[1]), np.float64)
+    n, n_t = operator.shape
+    _, r = qr(operator, mode="economic")                        # (n, T), upper trapezoidal
+    tri = np.zeros((n_t, n_t), order="F")
+    tri[:r.shape[0]] = r
+    weights = operator.T @ seed_ts                              # (T, S)
+    mean_row = operator.sum(axis=0) / n                         # mean(x) = mean_row @ y
+    seed_total = seed_ts.sum(axis=0)                            # 0 up to rounding
+    n_v = bold.data.shape[1]
+    sums = np.zeros((len(seeds), n_v), np.float64)
     step = max(1, min(int(chunk), _CACHE_COLUMNS))
-    for start in range(0, bold.data.shape[1], step):
-        block = cleaned(bold.data[:, start:start + step])      # (T_kept, step), z-scored
-        sums[:, start:start + step] = seed_ts.T @ block
+    block = np.empty((n_t, min(step, n_v)))                     # reused: no fresh pages per block
+    for start in range(0, n_v, step):
+        y = block[:, :min(step, n_v - start)]
+        np.copyto(y, bold.data[:, start:start + y.shape[1]])
+        mean = mean_row @ y
+        products = weights.T @ y - np.outer(seed_total, mean)
+        ry = blas.dtrmm(1.0, tri, y.T, side=1, trans_a=1, overwrite_b=True)   # (R y)'
+        var = (np.einsum("vt,vt->v", ry, ry) - n * mean * mean) / max(n - 1, 1)
+        sd = np.sqrt(np.maximum(var, 0.0))
+        flat = ~(sd > 1e-12 * max(float(np.max(sd, initial=0.0)), 1e-300))
+        sums[:, start:start + y.shape[1]] = products / np.where(flat, 1.0, sd)
+        sums[:, start:start + y.shape[1]][:, flat] = 0.0
     full = np.zeros((len(seeds),) + tuple(bold.shape), np.float64)
     full[:, bold.mask] = sums
     return full, seed_ts.shape[0] - 1, np.asarray(parc.empty, bool)
@@ -1437,7 +1470,7 @@ def _nbs_figure(contrast, result, names) -> bytes:
 
 
 DECLARATION = Declaration(
-    name=NAME, title="Large-scale connectivity", task=TASK, bold=True, subject=subject,
+    name=NAME, cost=0.8, title="Large-scale connectivity", task=TASK, bold=True, subject=subject,
     group=group, defaults=DEFAULTS, tests=a_priori_tests, covariates={"*": ("mean_fd",)},
     group_options=("nbs_threshold", "nbs_tail", "nbs_contrasts"),
     # baseline mPFC-NAcc coupling predicted persisting vs recovering subacute back pain

@@ -225,23 +225,25 @@ def _locate(beta: np.ndarray, peak_map: np.ndarray, mask: np.ndarray, affine: np
     if not search.any():
         raise InputError("the S1 hand search region lies outside the brain mask",
                          fix="give images in MNI space (fMRIPrep space-MNI152NLin2009cAsym)")
-    xyz = atlas.voxel_coordinates(mask.shape, affine)
+    # coordinates of the search sphere's voxels only (every voxel used below lies in it), in C
+    # order as boolean indexing of the full grid gives them
+    inside = np.flatnonzero(search)
+    xyz = atlas.voxel_coordinates_of(np.unravel_index(inside, mask.shape), affine)
     voxel_volume = float(abs(np.linalg.det(affine[:3, :3])))
-    masked = np.where(search, peak_map, -np.inf)
-    peak = np.unravel_index(int(np.argmax(masked)), masked.shape)
-    out = {"search": search, "peak": xyz[peak], "peak_t": float(peak_map[peak])}
-    near_peak = search & (np.linalg.norm(xyz - xyz[peak], axis=-1) <= 8.0)
-    masked = np.where(near_peak, beta, -np.inf)
-    seed = np.unravel_index(int(np.argmax(masked)), masked.shape)
+    top = int(np.argmax(peak_map.flat[inside]))          # the first maximum in C order, as on the grid
+    peak_xyz = xyz[top]
+    out = {"search": search, "peak": peak_xyz, "peak_t": float(peak_map.flat[inside[top]])}
+    near_peak = np.linalg.norm(xyz - peak_xyz, axis=-1) <= 8.0
+    seed = inside[int(np.argmax(np.where(near_peak, beta.flat[inside], -np.inf)))]
     nothing = {"centroid": np.full(3, np.nan), "extent_mm3": np.nan, "width_mm": np.nan,
                "cluster_voxels": 0, "cluster_centroid": np.full(3, np.nan), "fallback": True}
-    if not beta[seed] > 0:
+    if not beta.flat[seed] > 0:
         return {**out, **nothing}
     frac = float(opts["threshold_fraction"])
-    threshold = frac * beta[seed]
+    threshold = frac * beta.flat[seed]
     labels, _ = ndimage.label(search & (beta >= threshold), structure=np.ones((3, 3, 3)))
-    cluster = labels == labels[seed]
-    weights = beta[cluster] - threshold
+    cluster = labels.flat[inside] == labels.flat[seed]
+    weights = beta.flat[inside[cluster]] - threshold
     if weights.sum() <= 0:
         weights = np.ones(int(cluster.sum()))
     centroid = (weights[:, None] * xyz[cluster]).sum(axis=0) / weights.sum()
@@ -249,8 +251,8 @@ def _locate(beta: np.ndarray, peak_map: np.ndarray, mask: np.ndarray, affine: np
     by_count = {"centroid": centroid, "extent_mm3": cluster.sum() * voxel_volume, "width_mm": np.nan}
     if opts["localization"] == "centroid":
         return {**out, **by_count, "fallback": False}
-    near = search & (np.linalg.norm(xyz - centroid, axis=-1) <= float(opts["fit_radius_mm"]))
-    fit = _gaussian_fit(xyz[near], beta[near], centroid, np.asarray(roi.center, float), radius)
+    near = np.linalg.norm(xyz - centroid, axis=-1) <= float(opts["fit_radius_mm"])
+    fit = _gaussian_fit(xyz[near], beta.flat[inside[near]], centroid, np.asarray(roi.center, float), radius)
     if fit is None or np.linalg.norm(fit[1:4] - np.asarray(roi.center)) > radius:
         return {**out, **by_count, "fallback": True}
     half = fit[4] * np.sqrt(2.0 * np.log(1.0 / frac))
@@ -618,7 +620,7 @@ def _group_specific(data: _group.GroupData) -> _group.Specific:
 
 
 DECLARATION = Declaration(
-    name=NAME, title="Somatotopic reorganization", task=TASK, bold=True, subject=subject,
+    name=NAME, cost=1.6, title="Somatotopic reorganization", task=TASK, bold=True, subject=subject,
     group=group, defaults=DEFAULTS, tests=a_priori_tests,
     description="Maladaptive reorganization of the S1/M1 maps: the affected body part's "
     "representation shifts and shrinks. Measured as the centroid shift (mm) against the mirrored "

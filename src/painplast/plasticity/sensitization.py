@@ -527,7 +527,7 @@ def _group_specific(data: _group.GroupData) -> _group.Specific:
 
 
 DECLARATION = Declaration(
-    name=NAME, title="Sensitization", task=TASK, bold=True, subject=subject, group=group,
+    name=NAME, cost=1.3, title="Sensitization", task=TASK, bold=True, subject=subject, group=group,
     defaults=DEFAULTS, tests=a_priori_tests,
     description="Peripheral and central sensitization: amplified responses to graded noxious "
     "stimuli. Measured per participant as the pain-task response and the stimulus-response slope "
