@@ -178,6 +178,9 @@ def test_declaration(declaration):
     assert {c for _, c in tests} <= set(contrasts.CONTRASTS)
     assert all(isinstance(c, str) for covs in declaration.covariates.values() for c in covs)
     assert Config(modules=(declaration.name,)).module(declaration.name) == dict(declaration.defaults)
+    assert float(declaration.cost) > 0                    # the engine's threads order tasks by it
+    with pytest.raises(ValueError, match="cost"):
+        replace(declaration, cost=0.0)
 
 
 @pytest.mark.parametrize("declaration", NAMES, indirect=True)
