@@ -36,8 +36,8 @@ import pandas as pd
 from scipy import ndimage
 
 from .. import atlas
-from . import _buffers
 from ..errors import InputError
+from . import _buffers
 
 __all__ = ["BoldData", "load_bold", "confounds", "design_matrix", "roi_timeseries", "fit_timeseries",
            "fit_roi", "fit_voxelwise", "region_masks", "percent_signal", "level_name",
@@ -804,8 +804,8 @@ class _Smoother:
     tiles (``block`` rows of the band along its axis, ``group`` lines across it, and the
     contiguous range of the third axis that holds such voxels) and each tile is one batched
     matrix product over views of a volume buffer; on a brain mask this is about half of the
-    products of the whole bounding box. Every needed value is the same sum, in the same order,
-    as on the whole box (a value outside the tiles is either zero or never reaches the mask).
+    products of the whole bounding box. Every needed value is the same weighted sum as on the
+    whole box (a value outside the tiles is either zero or never reaches the mask).
     In float64 it equals ndimage's double-precision filter to rounding; :func:`_smooth` runs it
     in float32 on deviations from each voxel's mean.
 
