@@ -172,21 +172,13 @@ def test_extraction_matches_nilearn_maskers(small_cohort, tmp_path):
         tmp_path / "pain_dseg.tsv", sep="\t", index=False)
     cfg = Config(options={"connectivity": {"seed_maps": False, "atlas": str(label_path)}})
     result = conn.subject(sub, cfg)
-    opts = cfg.module("connectivity", conn.DEFAULTS)
-    table = run.load_confounds()
-    confounds, _ = conn.confound_regressors(table, opts["confounds_strategy"])
-    keep = conn.scrub_mask(table["framewise_displacement"].to_numpy(float), len(table),
-                           opts["fd_threshold"], opts["min_segment"])
-    common = dict(detrend=True, standardize="zscore_sample", low_pass=opts["low_pass"],
-                  high_pass=opts["high_pass"], t_r=run.repetition_time, mask_img=str(run.mask), dtype="float64")
+    common, cleaning, _ = _nilearn_cleaning(run, cfg)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         spheres = NiftiSpheresMasker([r.center for r in atlas.PAIN_ROIS], radius=6.0, **common)
-        expected = spheres.fit_transform(str(run.bold), confounds=confounds,
-                                         sample_mask=np.flatnonzero(keep) if not keep.all() else None)
+        expected = spheres.fit_transform(str(run.bold), **cleaning)
         labels = NiftiLabelsMasker(str(label_path), **common)
-        expected_labels = labels.fit_transform(str(run.bold), confounds=confounds,
-                                               sample_mask=np.flatnonzero(keep) if not keep.all() else None)
+        expected_labels = labels.fit_transform(str(run.bold), **cleaning)
     np.testing.assert_allclose(result.arrays["pain_timeseries"], expected, atol=2e-4)
     np.testing.assert_allclose(result.arrays["atlas_timeseries"], expected_labels, atol=2e-4)
     assert result.info["atlas_nodes"] == names
@@ -204,28 +196,32 @@ def test_seed_maps_equal_nilearn_seed_to_voxel_correlation(small_cohort):
     run = sub.run("rest")
     cfg = Config(options={"connectivity": {"fd_threshold": 0.3}})
     result = conn.subject(sub, cfg)
+    common, cleaning, keep = _nilearn_cleaning(run, cfg)
+    assert 0 < (~keep).sum() < len(keep) // 2                 # scrubbing is exercised
+    inside = nib.load(str(run.mask)).get_fdata() > 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        voxels = NiftiMasker(**common).fit_transform(str(run.bold), **cleaning)
+        for name in ("mpfc", "pag"):
+            seed = NiftiSpheresMasker([atlas.roi(name).center], radius=Config().roi_radius_mm,
+                                      **common).fit_transform(str(run.bold), **cleaning)
+            r = (voxels.T @ seed[:, 0]) / (len(seed) - 1)
+            expected = np.arctanh(np.clip(r, -0.999999, 0.999999))
+            got = np.asarray(result.maps[f"seed_{name}_z"].dataobj)[inside]
+            np.testing.assert_allclose(got, expected, atol=2e-5)
+
+
+def _nilearn_cleaning(run, cfg):
+    """nilearn maskers' arguments that clean as the connectivity stage does with ``cfg``: the
+    masker's keyword arguments, ``fit_transform``'s (confounds, sample mask), the kept volumes."""
     opts = cfg.module("connectivity", conn.DEFAULTS)
     table = run.load_confounds()
     confounds, _ = conn.confound_regressors(table, opts["confounds_strategy"])
     keep = conn.scrub_mask(table["framewise_displacement"].to_numpy(float), len(table),
                            opts["fd_threshold"], opts["min_segment"])
-    assert 0 < (~keep).sum() < len(keep) // 2                 # scrubbing is exercised
     common = dict(detrend=True, standardize="zscore_sample", low_pass=opts["low_pass"],
-                  high_pass=opts["high_pass"], t_r=run.repetition_time, dtype="float64")
-    sample_mask = np.flatnonzero(keep)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        for name in ("mpfc", "pag"):
-            seed = NiftiSpheresMasker([atlas.roi(name).center], radius=Config().roi_radius_mm,
-                                      mask_img=str(run.mask), **common).fit_transform(
-                str(run.bold), confounds=confounds, sample_mask=sample_mask)
-            masker = NiftiMasker(mask_img=str(run.mask), **common)
-            voxels = masker.fit_transform(str(run.bold), confounds=confounds, sample_mask=sample_mask)
-            r = (voxels.T @ seed[:, 0]) / (len(seed) - 1)
-            expected = np.arctanh(np.clip(r, -0.999999, 0.999999))
-            got = \
-                np.asarray(result.maps[f"seed_{name}_z"].dataobj)[nib.load(str(run.mask)).get_fdata() > 0]
-            np.testing.assert_allclose(got, expected, atol=2e-5)
+                  high_pass=opts["high_pass"], t_r=run.repetition_time, mask_img=str(run.mask), dtype="float64")
+    return common, {"confounds": confounds, "sample_mask": np.flatnonzero(keep) if not keep.all() else None}, keep
 
 
 def test_cleaning_operator_equals_nilearn_clean():
