@@ -166,13 +166,12 @@ def voxel_coordinates(shape: Sequence[int], affine: np.ndarray) -> np.ndarray:
     -------
     ndarray, shape (*shape[:3], 3)
     """
-    idx = np.indices(tuple(shape[:3]), dtype=np.float64)
-    return np.moveaxis(np.tensordot(affine[:3, :3], idx, axes=1), 0, -1) + affine[:3, 3]
+    return voxel_coordinates_of(np.indices(tuple(shape[:3]), dtype=np.float64), affine)
 
 
 def voxel_coordinates_of(ijk, affine: np.ndarray) -> np.ndarray:
-    """MNI (mm) coordinates of the voxel centres ``ijk`` (three index arrays, as ``np.nonzero``
-    gives them), computed as :func:`voxel_coordinates` computes the whole grid's.
+    """MNI (mm) coordinates of the voxel centres ``ijk``: three index arrays of any one shape
+    (as ``np.nonzero`` or ``np.indices`` give them); the result has that shape plus a last axis 3.
 
     Examples
     --------
@@ -180,7 +179,7 @@ def voxel_coordinates_of(ijk, affine: np.ndarray) -> np.ndarray:
     >>> voxel_coordinates_of((np.array([0, 5]), np.array([0, 1]), np.array([0, 2])), affine).tolist()
     [[-10.0, -10.0, -10.0], [0.0, -8.0, -6.0]]
     """
-    idx = np.asarray(ijk, dtype=np.float64).reshape(3, -1)
+    idx = np.asarray(ijk, dtype=np.float64)
     return np.moveaxis(np.tensordot(affine[:3, :3], idx, axes=1), 0, -1) + affine[:3, 3]
 
 
@@ -228,8 +227,7 @@ def sphere_mask(center: Sequence[float], target, radius: float = 6.0) -> np.ndar
     hi = np.clip(np.ceil(middle + reach).astype(int) + 1, 0, shape)
     mask = np.zeros(shape, bool)
     if np.all(hi > lo):
-        idx = np.indices(tuple(hi - lo), dtype=np.float64) + lo.reshape(3, 1, 1, 1)
-        xyz = np.moveaxis(np.tensordot(affine[:3, :3], idx, axes=1), 0, -1) + affine[:3, 3]
+        xyz = voxel_coordinates_of(np.indices(tuple(hi - lo), dtype=np.float64) + lo.reshape(3, 1, 1, 1), affine)
         mask[tuple(slice(a, b) for a, b in zip(lo, hi))] = np.linalg.norm(xyz - center, axis=-1) <= radius
     ijk = np.round(np.linalg.solve(affine, np.r_[center, 1.0])[:3]).astype(int)
     if np.all((ijk >= 0) & (ijk < np.array(shape))):

@@ -440,13 +440,14 @@ def run_participant_level(cohort: Cohort, config: Config, out_dir: str | os.Path
 
         tasks = [([(stages[m][0], m, stages[m][1]) for m in modules], unit, config, str(out_dir), True)
                  for unit, modules in engine_tasks(todo, {m: t for m, (_, t) in stages.items()})]
+        serial = n_jobs == 1 or len(tasks) <= 1
         try:
             if scheduler or dask_workers:
                 _run_dask(tasks, scheduler, dask_workers, record)
-            elif n_jobs == 1 or len(tasks) <= 1 or len({task[1].unit for task in tasks}) == 1:
+            elif serial or len({task[1].unit for task in tasks}) == 1:
                 from .plasticity._buffers import reusing
                 with reusing():            # the tasks of this process reuse each other's large arrays
-                    if n_jobs == 1 or len(tasks) <= 1:
+                    if serial:
                         for task in tasks:
                             for outcome in process_stages(*task):
                                 record(outcome)

@@ -364,15 +364,12 @@ def _in_mask(masks_full: Sequence[np.ndarray], brain: np.ndarray) -> list[np.nda
 
 @lru_cache(maxsize=16)
 def _sphere_masks(shape: tuple, affine_key: tuple, centers: tuple, radii: tuple) -> tuple[np.ndarray, ...]:
-    """Full-grid sphere masks, cached per grid (every participant of a study shares one)."""
+    """Full-grid sphere masks (:func:`painplast.atlas.sphere_mask`), cached per grid (every
+    participant of a study shares one)."""
     affine = np.asarray(affine_key, float).reshape(4, 4)
-    xyz = atlas.voxel_coordinates(shape, affine)
     out = []
     for center, radius in zip(centers, radii):
-        mask = np.linalg.norm(xyz - np.asarray(center, float), axis=-1) <= radius
-        ijk = np.round(np.linalg.solve(affine, np.r_[np.asarray(center, float), 1.0])[:3]).astype(int)
-        if np.all((ijk >= 0) & (ijk < np.array(shape))):
-            mask[tuple(ijk)] = True              # the nearest voxel always belongs (as nilearn)
+        mask = atlas.sphere_mask(center, (shape, affine), radius)
         mask.setflags(write=False)
         out.append(mask)
     return tuple(out)
