@@ -1,4 +1,4 @@
-"""Large scratch arrays reused within a participant level instead of fresh memory for each run.
+"""Large scratch arrays reused within and between participant levels instead of fresh memory.
 
 A 2 mm run of 300 volumes is a (T, V) float32 array of ~280 MB; the participant level of one
 participant reads four such runs, smooths three of them and forms two (p, V) product arrays per
@@ -6,9 +6,14 @@ GLM: about 2.5 GB of arrays that each live for one run. Fresh memory is paid for
 touch (the kernel clears it; numpy asks for huge pages for arrays of 4 MB or more, and on a
 virtual machine whose memory is backed lazily the host backs each new page too). On the machine
 of benchmarks/RESULTS.md a fresh 280 MB array cost 0.6 s of system time to fill, a reused one
-none. :func:`empty` hands out such arrays from buffers that earlier arrays released, and
-:func:`reusing` bounds the reuse to one block (the engine's participant level), after which the
-buffers are freed.
+none. :func:`empty` hands out such arrays from buffers that earlier arrays released inside a
+:func:`reusing` block (the engine's participant level).
+
+When the outermost block ends the free buffers are kept for :data:`KEEP_SECONDS` more: a
+worker's next participant (a joblib or dask worker runs one participant after another) starts
+within that time and reuses them, instead of paying for ~1.5 GB of fresh memory again (0.5-0.9 s
+of system time per participant on that machine). The memory is the peak the participant level
+had anyway; it is returned when the time runs out, at :func:`release`, or when the process ends.
 
 An array from :func:`empty` is like ``np.empty``'s: its values are undefined. Once the array is
 gone, its buffer serves a later request of about its size, but only when no view of the array is
@@ -22,6 +27,10 @@ Examples
 ...     del a
 ...     empty((300, 39000), np.float32).ctypes.data == address    # the same memory, reused
 True
+>>> with reusing():                                              # a next block, soon after
+...     empty((300, 40000), np.float32).ctypes.data == address
+True
+>>> release()                                                    # the buffers go back now
 >>> empty((2, 2), np.float32).shape                                # outside a block: np.empty
 (2, 2)
 """
@@ -38,9 +47,11 @@ import numpy as np
 MIN_BYTES = 1 << 25
 #: A free buffer serves a request at most this much larger than its size.
 SLACK = 1.25
+#: Seconds the free buffers outlive the last block (for a worker's next participant level).
+KEEP_SECONDS = 60.0
 
 _LOCK = threading.Lock()
-_STATE = {"depth": 0, "free": [], "used": [], "limit": 0}
+_STATE = {"depth": 0, "free": [], "used": [], "limit": 0, "timer": None}
 
 
 def _references(entry) -> int:
@@ -91,9 +102,12 @@ def empty(shape, dtype=np.float64) -> np.ndarray:
 @contextlib.contextmanager
 def reusing(limit_bytes: int = 3 << 29):
     """Reuse the buffers of large arrays released inside this block (at most ``limit_bytes`` kept
-    free at once); the pool is emptied when the outermost block ends. Blocks may nest and may be
-    entered from several threads."""
+    free at once). Blocks may nest and may be entered from several threads; when the outermost
+    block ends, the free buffers are kept :data:`KEEP_SECONDS` for the next block, then freed."""
     with _LOCK:
+        if _STATE["timer"] is not None:
+            _STATE["timer"].cancel()
+            _STATE["timer"] = None
         _STATE["depth"] += 1
         _STATE["limit"] = max(_STATE["limit"], int(limit_bytes))
     try:
@@ -102,6 +116,29 @@ def reusing(limit_bytes: int = 3 << 29):
         with _LOCK:
             _STATE["depth"] -= 1
             if not _STATE["depth"]:
-                _STATE["free"].clear()
-                _STATE["used"].clear()
-                _STATE["limit"] = 0
+                _collect()
+                _STATE["used"].clear()        # arrays still alive leave the pool with their buffers
+                if _STATE["free"] and KEEP_SECONDS > 0:
+                    timer = threading.Timer(KEEP_SECONDS, release)
+                    timer.daemon = True
+                    _STATE["timer"] = timer
+                    timer.start()
+                else:
+                    _release()
+
+
+def release() -> None:
+    """Free the kept buffers now (inside a block: none are kept, the block goes on reusing)."""
+    with _LOCK:
+        if not _STATE["depth"]:
+            _release()
+
+
+def _release() -> None:
+    """(With the lock held, outside every block.)"""
+    if _STATE["timer"] is not None:
+        _STATE["timer"].cancel()
+        _STATE["timer"] = None
+    _STATE["free"].clear()
+    _STATE["used"].clear()
+    _STATE["limit"] = 0
