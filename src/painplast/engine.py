@@ -910,6 +910,8 @@ def run_group_level(cohort: Cohort, config: Config, out_dir: str | os.PathLike, 
         No module has participant results (the message says which step or options to use), or
         the session to analyse is not determined (it names ``--session-label``).
     """
+    from .plasticity._buffers import release
+    release()          # the participant level's buffers kept for a next participant: not needed now
     out_dir = Path(out_dir)
     deriv = Derivatives(out_dir)
     pair = longitudinal_sessions(cohort, longitudinal)
