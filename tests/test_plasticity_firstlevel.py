@@ -112,3 +112,42 @@ def test_voxelwise_matches_nilearn_first_level_model(cohort):
     # run_glm bins AR(1) coefficients in steps of 0.01: rounding may move the odd voxel at a bin
     # edge into the next bin (~2e-3); every other voxel agrees to 1e-5
     assert np.mean(diff < 1e-5) > 0.999 and diff.max() < 1e-2, np.sort(diff)[-5:]
+
+
+@pytest.mark.parametrize("block, most", [(1 << 17, 1 << 20), (1000, 777), (64, 1 << 20), (1 << 22, 5)])
+def test_inflate_reads_every_member_exactly(tmp_path, block, most):
+    """_Inflate against gzip.decompress: several members, reads and outputs of any size."""
+    import gzip
+    rng = np.random.default_rng(0)
+    raw = (rng.normal(size=200_000) * 40).astype(np.int16).tobytes() + bytes(50_000)
+    cuts = [0, 1, 1000, 150_001, len(raw)]
+    path = tmp_path / "members.gz"
+    path.write_bytes(b"".join(gzip.compress(raw[a:b], compresslevel=1) for a, b in zip(cuts, cuts[1:])))
+    with open(path, "rb") as handle:
+        reader = fl._Inflate(handle, block=block, most=most)
+        out = bytearray(len(raw) + 10)
+        view, n = memoryview(out), 0
+        while (k := reader.readinto(view[n:n + 70_001])):
+            n += k
+    assert n == len(raw) and bytes(out[:n]) == raw
+
+
+def test_load_bold_equals_nibabel_on_a_multi_member_file_and_refuses_a_truncated_one(tmp_path):
+    import gzip
+    from types import SimpleNamespace
+    import nibabel as nib
+    rng = np.random.default_rng(1)
+    data = (1000 + rng.normal(size=(14, 13, 12, 30)) * 20).astype(np.float32)   # ~260 KB compressed
+    mask = np.zeros(data.shape[:3], np.uint8)
+    mask[2:12, 1:11, 3:10] = 1
+    affine = np.diag([2.0, 2.0, 2.0, 1.0])
+    raw = nib.Nifti1Image(data, affine).to_bytes()
+    bold, mask_path = tmp_path / "bold.nii.gz", tmp_path / "mask.nii.gz"
+    bold.write_bytes(gzip.compress(raw[:200_001]) + gzip.compress(raw[200_001:]))
+    nib.save(nib.Nifti1Image(mask, affine), mask_path)
+    run = SimpleNamespace(bold=bold, mask=mask_path, repetition_time=2.0, name="task-pain")
+    got = fl.load_bold(run)
+    assert np.array_equal(got.data, data[mask > 0].T)
+    bold.write_bytes(gzip.compress(raw[:-4000]))
+    with pytest.raises(InputError, match="shorter than its header"):
+        fl.load_bold(run)
