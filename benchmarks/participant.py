@@ -2,6 +2,7 @@
 
 usage: python benchmarks/participant.py [--resolution 2] [--volumes 300] [--repeats 2] [--bids DIR]
                                         [--participant sub-001] [--n-jobs 2] [--keep DIR] [--lower-bound]
+                                        [--timeline]
 
 A simulated participant (painplast's simulator at ``--resolution`` mm, ``--volumes`` volumes per
 run; or ``--bids`` a dataset simulated before, e.g. by benchmarks/first_level.py) has a pain, a
@@ -41,7 +42,11 @@ binned contrasts).
 
 Also printed: seconds per module as the engine logs them (the first module of a run's engine
 task includes reading the run), and the peak resident memory of this process after the first
-participant level (nothing else ran before it; the floor inflates 4 MB blocks). The
+participant level (nothing else ran before it; the floor inflates 1 MiB at a time).
+``--timeline`` prints, for every repeat, when each engine task of the ``--n-jobs`` run started and
+ended, on which thread, and its CPU time: wall time beyond CPU time is waiting (for the other
+thread's hold of the interpreter lock, say). What holds the lock shows under
+``py-spy record --gil -f raw -o gil.txt -- python benchmarks/participant.py ...``. The
 simulation, when needed, runs in a child process so it does not count. The last line is one JSON
 object.
 """
@@ -221,6 +226,9 @@ def main(argv=None) -> int:
     ap.add_argument("--n-jobs", type=int, default=2, help="cores for the participant level (threads)")
     ap.add_argument("--keep", type=Path, default=None, help="keep the last output folder here")
     ap.add_argument("--lower-bound", action="store_true", help="also time inflation, smoothing and GLM per task run")
+    ap.add_argument("--timeline", action="store_true",
+                    help="print when each engine task of the --n-jobs run started and ended, on which thread, "
+                         "and its CPU time (wall beyond CPU: the task waited, e.g. for the interpreter lock)")
     args = ap.parse_args(argv)
     bids = args.bids or simulate(args.resolution, args.volumes)
 
@@ -245,6 +253,20 @@ def main(argv=None) -> int:
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
 
+    events: list[tuple] = []
+    if args.timeline:
+        import threading
+        run_stages = engine.process_stages
+
+        def timed_stages(stages, *rest, **options):          # engine._run_threads calls it by name
+            start, cpu = time.perf_counter(), time.thread_time()
+            try:
+                return run_stages(stages, *rest, **options)
+            finally:
+                events.append((threading.current_thread().name, "+".join(m for _, m, _ in stages), start,
+                               time.perf_counter(), time.thread_time() - cpu))
+        engine.process_stages = timed_stages
+
     work = Path(tempfile.mkdtemp(prefix="painplast-participant-out-"))
     t_run, t_read, t_old, t_nib, per_module, peak = [], [], [], [], [], None
     c_run, c_read, c_old, t_serial, c_serial, loads, cores, agree = [], [], [], [], [], [], [], True
@@ -261,10 +283,14 @@ def main(argv=None) -> int:
 
         if i % 2:                # odd repeats run serially first (the first run of a process is cold)
             serial()
+        events.clear()
         t0, c0 = time.perf_counter(), time.process_time()
         summary = engine.run_participant_level(cohort, config, out, n_jobs=args.n_jobs, progress=False)
         t_run.append(time.perf_counter() - t0)
         c_run.append(time.process_time() - c0)
+        for thread, modules, start, end, cpu in sorted(events, key=lambda e: (e[0], e[2])):
+            print(f"  timeline: {thread} {modules} {start - t0:.2f}-{end - t0:.2f} s (wall {end - start:.2f} s, "
+                  f"CPU {cpu:.2f} s)")
         if peak is None:
             peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         failed = [f"{m}: {why}" for _, m, why in summary.failed]
