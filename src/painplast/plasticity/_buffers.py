@@ -11,7 +11,7 @@ none. :func:`empty` hands out such arrays from buffers that earlier arrays relea
 
 When the outermost block ends the free buffers are kept for :data:`KEEP_SECONDS` more: a
 worker's next participant (a joblib or dask worker runs one participant after another) starts
-within that time and reuses them, instead of paying for ~1.5 GB of fresh memory again (0.5-0.9 s
+within that time and reuses them, instead of paying for ~1.5 GB of fresh memory again (0.3-1 s
 of system time per participant on that machine). The memory is the peak the participant level
 had anyway; it is returned when the time runs out, at :func:`release`, or when the process ends.
 
@@ -128,7 +128,7 @@ def reusing(limit_bytes: int = 3 << 29):
 
 
 def release() -> None:
-    """Free the kept buffers now (inside a block: none are kept, the block goes on reusing)."""
+    """Free the kept buffers now; inside a block it does nothing (the block's end decides)."""
     with _LOCK:
         if not _STATE["depth"]:
             _release()

@@ -278,8 +278,8 @@ class _Inflate:
     """``readinto`` over a gzip file (one or more members), inflated with zlib.
 
     The file is read ``block`` bytes at a time and each call of zlib inflates at most ``most``
-    bytes: inputs and outputs stay in the processor's cache. A 2 mm run of 300 volumes inflates in
-    0.64 CPU s so, against 0.80 s with 4 MiB reads inflated 8 MiB at a time (each such output
+    bytes: inputs and outputs stay in the processor's cache. A 2 mm run of 300 volumes inflates
+    so in 0.64 CPU s, against 0.80 s with 4 MiB reads inflated 8 MiB at a time (each such output
     is fresh memory, and its copy holds the interpreter lock: the other engine thread waits).
     """
 
@@ -1058,7 +1058,7 @@ def _ar1_bins(products: dict, X: np.ndarray, chunk: int = 8192) -> np.ndarray:
     b' X[:-1]'X[1:] b``). As run_glm does, residuals are centred on their grand mean over all
     voxels and volumes, and the Yule-Walker coefficient is truncated to 0.01-wide bins. The
     residual sums are formed ``chunk`` voxels at a time (each voxel's arithmetic is the same;
-    the (p, chunk) temporaries stay in cache instead of costing fresh pages of memory).
+    the (chunk, p) temporaries stay in cache instead of costing fresh pages of memory).
     """
     n_t, p = X.shape
     XN = products["XN"]
