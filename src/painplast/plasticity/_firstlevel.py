@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import warnings
+import zlib
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Mapping, Sequence
@@ -90,6 +91,14 @@ class BoldData:
     @property
     def shape(self) -> tuple[int, int, int]:
         return tuple(int(s) for s in self.mask.shape)
+
+    def mean(self) -> np.ndarray:
+        """Each voxel's temporal mean (V,), float64; computed once per run (smoothing and the
+        unsmoothed GLM both need it)."""
+        cache = self.__dict__
+        if "_mean" not in cache:
+            cache["_mean"] = self.data.mean(axis=0, dtype=np.float64)
+        return cache["_mean"]
 
     def to_image(self, values: np.ndarray) -> nib.Nifti1Image:
         """(V,) values -> float32 NIfTI image on the run's grid (0 outside the mask)."""
@@ -284,8 +293,6 @@ class _Inflate:
     """
 
     def __init__(self, handle, block: int = 1 << 17, most: int = 1 << 20):
-        import zlib
-        self._zlib = zlib
         self.handle, self.block, self.most = handle, block, most
         self.inflater = zlib.decompressobj(31)
         self.tail = b""
@@ -297,7 +304,7 @@ class _Inflate:
                 rest = self.inflater.unused_data or self.handle.read(self.block)
                 if not rest:
                     break
-                self.inflater = self._zlib.decompressobj(31)
+                self.inflater = zlib.decompressobj(31)
                 self.tail = rest
             if not self.tail:
                 self.tail = self.handle.read(self.block)
@@ -782,7 +789,7 @@ def _smooth(bold: BoldData, fwhm: float | None) -> tuple[np.ndarray, np.ndarray 
     cache = bold.__dict__.setdefault("_smoothed", {})       # lives (and dies) with the run's data
     if float(fwhm) not in cache:
         smoother = _smoother(bold.mask.tobytes(), bold.shape, bold.affine.tobytes(), float(fwhm))
-        level = bold.data.mean(axis=0, dtype=np.float64).astype(np.float32)
+        level = bold.mean().astype(np.float32)
         values = smoother(bold.data, subtract=level)
         values.flags.writeable = False
         offset = smoother(level[None], dtype=np.float64)[0]
@@ -929,7 +936,8 @@ def _contrast_vector(contrast, columns: Sequence[str]) -> np.ndarray:
 
 
 def glm_contrasts(Y: np.ndarray, X: np.ndarray, C: np.ndarray, noise_model: str = "ar1",
-                  chunk: int = 2048, offset: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+                  chunk: int = 2048, offset: np.ndarray | None = None,
+                  mean: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Effects and variances of t contrasts of nilearn's first-level GLM, for every column of ``Y``.
 
     The model is :func:`nilearn.glm.first_level.run_glm` followed by
@@ -967,6 +975,8 @@ def glm_contrasts(Y: np.ndarray, X: np.ndarray, C: np.ndarray, noise_model: str 
         Voxels per matrix product.
     offset : ndarray, shape (V,), optional
         Added to every row of ``Y`` (the data are ``Y + offset``; see :func:`_smooth`).
+    mean : ndarray, shape (V,), optional
+        ``Y``'s column means in float64 when already known (:meth:`BoldData.mean`).
 
     Returns
     -------
@@ -996,7 +1006,7 @@ def glm_contrasts(Y: np.ndarray, X: np.ndarray, C: np.ndarray, noise_model: str 
         cons = [compute_contrast(labels, results, c, stat_type="t") for c in C]
         return (np.array([np.ravel(c.effect_size()) for c in cons]),
                 np.array([np.ravel(c.effect_variance()) for c in cons]))
-    products = _series_products(Y, X, offset, chunk)
+    products = _series_products(Y, X, offset, chunk, mean)
     bins = _ar1_bins(products, X) if noise_model == "ar1" else np.zeros(n_v, int)
     return _binned_contrasts(products, X, C, bins)
 
@@ -1007,7 +1017,7 @@ def _rank(sv: np.ndarray, shape) -> int:
 
 
 def _series_products(Y: np.ndarray, X: np.ndarray, offset: np.ndarray | None = None,
-                     chunk: int = 2048) -> dict[str, np.ndarray]:
+                     chunk: int = 2048, mean: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """One pass over the data: every product of a voxel's series that the AR(1) GLM needs.
 
     Each column ``y`` of ``Y (+ offset)`` is scaled to percent signal change of its own mean (as
@@ -1018,7 +1028,7 @@ def _series_products(Y: np.ndarray, X: np.ndarray, offset: np.ndarray | None = N
     :func:`_binned_contrasts`), so the (T, V) data are read and scaled once, in contiguous
     blocks of ``chunk`` columns, with one matrix product ``[X, N]' y`` per block. ``X'y`` and
     ``N'y`` are stored voxel by voxel (``XN``, (V, 2p): a voxel's products are contiguous, so the
-    AR(1) bins gather each voxel's in one piece).
+    AR(1) bins gather each voxel's in one piece). ``mean``: ``Y``'s column means, when known.
     """
     Y = np.asarray(Y)
     n_t, n_v = Y.shape
@@ -1027,7 +1037,7 @@ def _series_products(Y: np.ndarray, X: np.ndarray, offset: np.ndarray | None = N
     N[:-1] += X[1:]
     N[1:] += X[:-1]
     D = np.ascontiguousarray(np.concatenate([X, N], axis=1).T)
-    mean = Y.mean(axis=0, dtype=np.float64)
+    mean = Y.mean(axis=0, dtype=np.float64) if mean is None else np.array(mean, np.float64)
     if offset is not None:
         mean += offset
     ok = np.abs(mean) > 1e-6 * max(float(np.abs(mean).max(initial=0.0)), 1e-12)
@@ -1215,7 +1225,8 @@ def contrast_maps(run, design: pd.DataFrame, contrasts: Mapping[str, object], sm
     names = list(contrasts)
     C = np.array([_contrast_vector(contrasts[name], design.columns) for name in names]).reshape(len(names), -1)
     smoothed, offset = _smooth(bold, smoothing_fwhm)
-    values = glm_contrasts(smoothed, X, C, noise_model, offset=offset)
+    values = glm_contrasts(smoothed, X, C, noise_model, offset=offset,
+                           mean=bold.mean() if smoothed is bold.data else None)
     effect, variance = {}, {}
     dof = float(len(design) - np.linalg.matrix_rank(X))
     for i, name in enumerate(names):
